@@ -1,0 +1,201 @@
+"""The BigQuery implementation of :class:`~outbox.ports.OutboxStore`.
+
+One instance serves one route: a log table and the shared journal. Each poll
+is one query job, each mark or fold one DML job; appends go through a
+:class:`~outbox.bigquery_write.RowAppender` and are not jobs at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from outbox import bigquery_sql as sqlgen
+from outbox.bigquery_errors import translate
+from outbox.bigquery_write import RowAppender
+from outbox.clock import Clock, utcnow
+from outbox.errors import MarkRefused, TransientError
+from outbox.ports import Cursor, JournalEntry, PendingRow, PollResult, SetAsideRow
+from outbox.rows import Row, validate_row
+from outbox.schema import OUTBOX_JOURNAL, PUBLISHED, TableSpec, check_identifier
+
+_STATS_COLUMNS = ("_backlog", "_oldest", "_unfolded", "_journaled", "_attempts")
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError) and not isinstance(exc, MarkRefused)
+
+
+transient_retry = retry(
+    retry=retry_if_exception(_retryable),
+    stop=stop_after_attempt(4),
+    wait=wait_exponential_jitter(initial=0.2, max=4.0),
+    reraise=True,
+)
+
+
+@dataclass
+class JobStats:
+    """What the store cost: every query and DML statement is one job."""
+
+    jobs: int = 0
+    bytes_processed: int = 0
+    bytes_billed: int = 0
+
+    def snapshot(self) -> JobStats:
+        return JobStats(self.jobs, self.bytes_processed, self.bytes_billed)
+
+    def since(self, before: JobStats) -> JobStats:
+        return JobStats(
+            self.jobs - before.jobs,
+            self.bytes_processed - before.bytes_processed,
+            self.bytes_billed - before.bytes_billed,
+        )
+
+
+def _query_params(stmt: sqlgen.Statement) -> list[Any]:
+    out: list[Any] = []
+    for p in stmt.params:
+        if p.array:
+            out.append(bigquery.ArrayQueryParameter(p.name, p.type, p.value))
+        else:
+            out.append(bigquery.ScalarQueryParameter(p.name, p.type, p.value))
+    return out
+
+
+class BigQueryOutboxStore:
+    def __init__(
+        self,
+        client: bigquery.Client,
+        appender: RowAppender,
+        spec: TableSpec,
+        route: str,
+        journal: TableSpec = OUTBOX_JOURNAL,
+        project: str | None = None,
+        max_bytes_billed: int | None = 10 * 1024**3,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.client = client
+        self.appender = appender
+        self.spec = spec
+        self.route = check_identifier(route, "route")
+        self.journal = journal
+        self.project = project or client.project
+        self.max_bytes_billed = max_bytes_billed
+        self.clock = clock
+        self.stats = JobStats()
+        self._lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------
+    @transient_retry
+    def _run(self, stmt: sqlgen.Statement, doing: str, dml: bool = False) -> bigquery.QueryJob:
+        config = bigquery.QueryJobConfig(
+            query_parameters=_query_params(stmt),
+            labels={"component": "outbox", "route": self.route.lower()},
+        )
+        if self.max_bytes_billed is not None:
+            config.maximum_bytes_billed = self.max_bytes_billed
+        try:
+            job = self.client.query(stmt.sql, job_config=config)
+            job.result()
+        except gexc.GoogleAPICallError as exc:
+            raise translate(exc, doing, dml=dml) from exc
+        except (ConnectionError, TimeoutError) as exc:
+            raise translate(exc, doing, dml=dml) from exc
+        finally:
+            with self._lock:
+                self.stats.jobs += 1
+        with self._lock:
+            self.stats.bytes_processed += job.total_bytes_processed or 0
+            self.stats.bytes_billed += job.total_bytes_billed or 0
+        return job
+
+    @transient_retry
+    def _append(self, spec: TableSpec, rows: list[Row]) -> None:
+        self.appender.append(spec, rows)
+
+    # -- writer -------------------------------------------------------------
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        clean = [validate_row(self.spec, r) for r in rows]
+        now = self.clock()
+        for r in clean:
+            r.setdefault("created_at", now)
+            r[PUBLISHED] = False
+        self._append(self.spec, clean)
+
+    # -- relay side -------------------------------------------------------
+    def poll(self, since: dt.datetime, limit: int, after: Cursor | None = None) -> PollResult:
+        stmt = sqlgen.poll(self.project, self.spec, self.journal, self.route, since, limit, after)
+        job = self._run(stmt, f"poll {self.spec.dataset}.{self.spec.name}")
+        rows: list[PendingRow] = []
+        backlog, oldest, unfolded = 0, None, 0
+        for record in job.result():
+            data = dict(record.items())
+            backlog, oldest, unfolded = data["_backlog"], data["_oldest"], data["_unfolded"]
+            if data.get("execution_id") is None:
+                continue
+            attempts = int(data.get("_attempts") or 0)
+            row = {k: v for k, v in data.items() if k not in _STATS_COLUMNS and v is not None}
+            rows.append(PendingRow(row["execution_id"], row["triggered_at"], row, attempts))
+        return PollResult(rows, int(backlog or 0), oldest, int(unfolded or 0))
+
+    def record(self, entries: Sequence[JournalEntry]) -> None:
+        if not entries:
+            return
+        now = self.clock()
+        rows = [
+            validate_row(
+                self.journal,
+                {
+                    "route": self.route,
+                    "execution_id": e.execution_id,
+                    "triggered_at": e.triggered_at,
+                    "outcome": e.outcome,
+                    "recorded_at": now,
+                    "message_id": e.message_id,
+                    "error": e.error,
+                    "relay_run_id": e.relay_run_id,
+                },
+            )
+            for e in entries
+        ]
+        self._append(self.journal, rows)
+
+    def mark_published(self, rows: Sequence[PendingRow]) -> int:
+        if not rows:
+            return 0
+        stmt = sqlgen.mark_published(
+            self.project,
+            self.spec,
+            [r.execution_id for r in rows],
+            min(r.triggered_at for r in rows),
+            max(r.triggered_at for r in rows),
+        )
+        job = self._run(stmt, f"mark {len(rows)} rows published", dml=True)
+        return int(job.num_dml_affected_rows or 0)
+
+    def fold(self, since: dt.datetime) -> int:
+        stmt = sqlgen.fold(self.project, self.spec, self.journal, self.route, since)
+        job = self._run(stmt, "fold the journal into the published flag", dml=True)
+        return int(job.num_dml_affected_rows or 0)
+
+    def set_aside(self, since: dt.datetime) -> list[SetAsideRow]:
+        stmt = sqlgen.set_aside(self.project, self.spec, self.journal, self.route, since)
+        job = self._run(stmt, "list set-aside rows")
+        return [
+            SetAsideRow(r["execution_id"], r["triggered_at"], int(r["attempts"]),
+                        r["last_error"], r["set_aside_at"])
+            for r in job.result()
+        ]

@@ -1,0 +1,90 @@
+"""The message contract: log rows to Pub/Sub messages.
+
+``encode_scraper_complete_v1`` produces the platform's v1 event exactly (body
+and attributes, design notes §1). ``check_message`` enforces Pub/Sub's limits
+before anything is sent, so a row that can never be published is set aside
+by the relay instead of failing at Pub/Sub over and over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from outbox.errors import InvalidMessage
+from outbox.ports import Message
+from outbox.rows import Row
+
+MAX_DATA_BYTES = 10_000_000
+MAX_ATTRIBUTES = 100
+MAX_ATTRIBUTE_KEY_BYTES = 256
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
+
+Encoder = Callable[[Row], Message]
+
+V1_ATTRIBUTES = ("scraper_name", "status", "execution_id", "workflow")
+
+
+def check_message(message: Message) -> Message:
+    """Raise :class:`InvalidMessage` if Pub/Sub would refuse ``message``."""
+    if len(message.data) > MAX_DATA_BYTES:
+        raise InvalidMessage(f"body is {len(message.data)} bytes; the limit is {MAX_DATA_BYTES}")
+    if len(message.attributes) > MAX_ATTRIBUTES:
+        raise InvalidMessage(f"{len(message.attributes)} attributes; the limit is {MAX_ATTRIBUTES}")
+    for key, value in message.attributes.items():
+        if not key or len(key.encode()) > MAX_ATTRIBUTE_KEY_BYTES or key.startswith("goog"):
+            raise InvalidMessage(f"attribute key {key[:40]!r} is empty, reserved or too long")
+        if len(value.encode()) > MAX_ATTRIBUTE_VALUE_BYTES:
+            raise InvalidMessage(
+                f"attribute {key!r} is {len(value.encode())} bytes; "
+                f"the limit is {MAX_ATTRIBUTE_VALUE_BYTES}"
+            )
+    if not message.data and not message.attributes:
+        raise InvalidMessage("message has neither data nor attributes")
+    return message
+
+
+def _iso(value: Any) -> str | None:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    return None
+
+
+def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    summary = row.get("data_summary")
+    return summary if isinstance(summary, dict) else {}
+
+
+def scraper_complete_v1_body(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The v1 body. ``name`` duplicates ``scraper_name`` for older processors."""
+    summary = _summary(row)
+    status = row["status"]
+    body: dict[str, Any] = {
+        "name": row["scraper_name"],
+        "scraper_name": row["scraper_name"],
+        "execution_id": row["execution_id"],
+        "status": status,
+        "gcs_path": row.get("gcs_path"),
+        "record_count": int(summary.get("record_count") or 0),
+        "duration_seconds": row.get("duration_seconds"),
+        "timestamp": _iso(row.get("completed_at")) or _iso(row.get("triggered_at")),
+        "workflow": row.get("workflow"),
+        "error_message": row.get("error_message"),
+    }
+    scraper_class = summary.get("scraper_class")
+    if status == "failed":
+        metadata = {"scraper_class": scraper_class, "error_type": row.get("error_type")}
+    else:
+        metadata = {"scraper_class": scraper_class, "opts": row.get("opts") or {}}
+    if any(v not in (None, {}) for v in metadata.values()):
+        body["metadata"] = metadata
+    return body
+
+
+def encode_scraper_complete_v1(row: Row) -> Message:
+    body = scraper_complete_v1_body(row)
+    attributes = {name: str(body[name] or "") for name in V1_ATTRIBUTES}
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return check_message(Message(key=row["execution_id"], data=data, attributes=attributes))

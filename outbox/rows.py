@@ -1,0 +1,107 @@
+"""Validation of log rows against a :class:`~outbox.schema.TableSpec`.
+
+Every store runs rows through :func:`validate_row` before writing, so a bad
+row is refused with the field named, the same way by every implementation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from outbox.errors import InvalidRow
+from outbox.schema import Column, TableSpec
+
+Row = dict[str, Any]
+
+MAX_JSON_BYTES = 1_000_000
+
+
+def _timestamp(col: Column, value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidRow(col.name, f"not an ISO-8601 timestamp: {value[:40]!r}") from exc
+    if not isinstance(value, dt.datetime):
+        raise InvalidRow(col.name, f"expected a timestamp, got {type(value).__name__}")
+    if value.tzinfo is None:
+        raise InvalidRow(col.name, "timestamp has no time zone; use UTC")
+    return value.astimezone(dt.UTC)
+
+
+def _coerce(col: Column, value: Any) -> Any:
+    kind = col.type
+    if kind == "STRING":
+        if not isinstance(value, str):
+            raise InvalidRow(col.name, f"expected a string, got {type(value).__name__}")
+        if col.max_length is not None and len(value) > col.max_length:
+            if not col.truncate:
+                raise InvalidRow(col.name, f"longer than {col.max_length} characters")
+            value = value[: col.max_length]
+        return value
+    if kind == "INT64":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidRow(col.name, f"expected an integer, got {type(value).__name__}")
+        if not -(2**63) <= value < 2**63:
+            raise InvalidRow(col.name, "integer out of INT64 range")
+        return value
+    if kind == "FLOAT64":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRow(col.name, f"expected a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise InvalidRow(col.name, "number is not finite")
+        return float(value)
+    if kind == "BOOL":
+        if not isinstance(value, bool):
+            raise InvalidRow(col.name, f"expected a boolean, got {type(value).__name__}")
+        return value
+    if kind == "TIMESTAMP":
+        return _timestamp(col, value)
+    if kind == "DATE":
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError as exc:
+                raise InvalidRow(col.name, f"not an ISO date: {value[:40]!r}") from exc
+        if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+            raise InvalidRow(col.name, f"expected a date, got {type(value).__name__}")
+        return value
+    if kind == "JSON":
+        try:
+            encoded = json.dumps(value, allow_nan=False, default=_reject)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRow(col.name, f"not JSON-serialisable: {exc}") from exc
+        if len(encoded.encode()) > MAX_JSON_BYTES:
+            raise InvalidRow(col.name, f"JSON larger than {MAX_JSON_BYTES} bytes")
+        return json.loads(encoded)
+    raise InvalidRow(col.name, f"unsupported column type {kind}")  # pragma: no cover
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def validate_row(spec: TableSpec, row: Mapping[str, Any]) -> Row:
+    """Return a normalised copy of ``row`` or raise :class:`InvalidRow`.
+
+    Unknown fields are refused rather than dropped: a typo in a column name
+    would otherwise lose data silently.
+    """
+    if not isinstance(row, Mapping):
+        raise InvalidRow("<row>", f"expected a mapping, got {type(row).__name__}")
+    for key in row:
+        if not isinstance(key, str) or spec.column(key) is None:
+            raise InvalidRow(str(key), f"not a column of {spec.dataset}.{spec.name}")
+    out: Row = {}
+    for col in spec.columns:
+        value = row.get(col.name)
+        if value is None:
+            if col.required:
+                raise InvalidRow(col.name, "is required")
+            continue
+        out[col.name] = _coerce(col, value)
+    return out

@@ -1,0 +1,118 @@
+"""The one place where Google clients are built and dependencies wired.
+
+Settings come from the environment (Cloud Run conventions) or the CLI;
+nothing here is a module-level singleton.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from outbox.bigquery_store import BigQueryOutboxStore
+from outbox.bigquery_write import LegacyStreamingAppender, RowAppender, StorageWriteAppender
+from outbox.errors import ConfigError
+from outbox.pubsub_publisher import PubSubPublisher
+from outbox.routes import ROUTES, Route
+from outbox.schema import check_project
+
+WriteMode = Literal["storage-write", "legacy-streaming"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    bigquery_emulator: str | None = None
+    """host:port of bqemulator's REST API; None for real BigQuery."""
+    bigquery_emulator_grpc: str | None = None
+    pubsub_emulator: str | None = None
+    write_mode: WriteMode = "storage-write"
+    routes: tuple[Route, ...] = field(default=ROUTES)
+
+    def __post_init__(self) -> None:
+        check_project(self.project)
+        if self.write_mode not in ("storage-write", "legacy-streaming"):
+            raise ConfigError(
+                f"OUTBOX_WRITE_MODE must be storage-write or legacy-streaming, "
+                f"got {self.write_mode!r}"
+            )
+
+    @classmethod
+    def from_env(cls, project: str | None = None) -> Settings:
+        env = os.environ
+        project = project or env.get("OUTBOX_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT")
+        if not project:
+            raise ConfigError("no project: set OUTBOX_PROJECT or GOOGLE_CLOUD_PROJECT")
+        bq = env.get("BIGQUERY_EMULATOR_HOST") or None
+        grpc = env.get("BIGQUERY_EMULATOR_GRPC_HOST") or None
+        if bq and not grpc:
+            grpc = bq.rsplit(":", 1)[0] + ":9060"
+        return cls(
+            project=project,
+            bigquery_emulator=bq,
+            bigquery_emulator_grpc=grpc,
+            pubsub_emulator=env.get("PUBSUB_EMULATOR_HOST") or None,
+            write_mode=env.get("OUTBOX_WRITE_MODE", "storage-write"),  # type: ignore[arg-type]
+        )
+
+    def route(self, name: str) -> Route:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        known = ", ".join(r.name for r in self.routes)
+        raise ConfigError(f"unknown route {name!r}; known routes: {known}")
+
+
+def bigquery_client(settings: Settings) -> bigquery.Client:
+    if settings.bigquery_emulator:
+        return bigquery.Client(
+            project=settings.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options=ClientOptions(api_endpoint=f"http://{settings.bigquery_emulator}"),
+        )
+    return bigquery.Client(project=settings.project)
+
+
+def row_appender(settings: Settings, client: bigquery.Client) -> RowAppender:
+    if settings.write_mode == "legacy-streaming":
+        return LegacyStreamingAppender(client, settings.project)
+    from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
+
+    if settings.bigquery_emulator_grpc:
+        import grpc
+        from google.cloud.bigquery_storage_v1.services.big_query_write.transports import (
+            BigQueryWriteGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(settings.bigquery_emulator_grpc)
+        write = BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))
+    else:
+        write = BigQueryWriteClient()
+    return StorageWriteAppender(write, settings.project)
+
+
+@dataclass
+class Wiring:
+    """Everything a process needs, built once."""
+
+    settings: Settings
+    bigquery: bigquery.Client
+    appender: RowAppender
+
+    @classmethod
+    def build(cls, settings: Settings) -> Wiring:
+        client = bigquery_client(settings)
+        return cls(settings, client, row_appender(settings, client))
+
+    def store(self, route: Route) -> BigQueryOutboxStore:
+        return BigQueryOutboxStore(
+            self.bigquery, self.appender, route.table, route.name, project=self.settings.project
+        )
+
+    def publisher(self) -> PubSubPublisher:
+        return PubSubPublisher(self.settings.project)

@@ -1,0 +1,259 @@
+"""One relay run: poll, publish, journal, mark, until drained or out of time.
+
+Why nothing is lost: a row leaves the poll only once it is flagged, journaled
+as published, or set aside after repeated permanent failures. Every step that
+can fail leaves the row where the next poll finds it.
+
+Why marking cannot storm: published rows are journaled (an append, which
+never conflicts) before the flag is set. If BigQuery refuses the UPDATE, the
+journal already hides the rows from the next poll, and a later ``fold`` sets
+the flag in one statement. See docs/design.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from outbox.clock import Clock, utcnow
+from outbox.errors import ConfigError, InvalidMessage, MarkRefused, OutboxError, TransientError
+from outbox.ports import JournalEntry, Message, OutboxStore, PendingRow, Publisher
+from outbox.routes import Route
+
+log = logging.getLogger("relay")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    batch_size: int = 1000
+    lookback: dt.timedelta = dt.timedelta(days=3)
+    """How far back a normal poll reads. Every poll filters on the partition column."""
+    sweep_lookback: dt.timedelta = dt.timedelta(days=90)
+    """A periodic full sweep reads this far back (the partition expiry), so that
+    a row older than ``lookback`` is still published."""
+    sweep_every: dt.timedelta = dt.timedelta(hours=6)
+    deadline: dt.timedelta = dt.timedelta(seconds=50)
+    max_attempts: int = 5
+    """Permanent publish failures before a row is set aside."""
+    publish_attempts: int = 3
+    """Tries per batch for messages that failed transiently."""
+    retry_wait: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10_000:
+            raise ConfigError(f"batch_size must be 1..10000, got {self.batch_size}")
+        if self.lookback <= dt.timedelta(0) or self.sweep_lookback < self.lookback:
+            raise ConfigError("lookback must be positive and no longer than sweep_lookback")
+        if self.deadline <= dt.timedelta(0):
+            raise ConfigError("deadline must be positive")
+        if self.max_attempts < 1 or self.publish_attempts < 1:
+            raise ConfigError("max_attempts and publish_attempts must be at least 1")
+
+
+@dataclass
+class RunSummary:
+    route: str
+    run_id: str
+    polled: int = 0
+    published: int = 0
+    failed: int = 0
+    """Messages that failed to publish this run (they stay pending)."""
+    set_aside: int = 0
+    marked: int = 0
+    mark_refused: int = 0
+    folded: int = 0
+    journal_failed: int = 0
+    batches: int = 0
+    backlog: int = 0
+    oldest_pending_age_seconds: float | None = None
+    stopped: str = "drained"
+    seconds: float = 0.0
+    publish_latencies: list[float] = field(default_factory=list, repr=False)
+    publish_ages: list[float] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("publish_latencies")
+        out.pop("publish_ages")
+        return out
+
+
+@dataclass
+class _Batch:
+    entries: list[JournalEntry] = field(default_factory=list)
+    published: list[PendingRow] = field(default_factory=list)
+    transient: int = 0
+
+
+class Relay:
+    """Relays one route. Safe to run next to another relay on the same route:
+    overlap can duplicate a batch, never lose one."""
+
+    def __init__(
+        self,
+        route: Route,
+        store: OutboxStore,
+        publisher: Publisher,
+        config: RelayConfig | None = None,
+        clock: Clock = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.route = route
+        self.store = store
+        self.publisher = publisher
+        self.config = config or RelayConfig()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self._last_sweep: dt.datetime | None = None
+
+    def _since(self, now: dt.datetime) -> dt.datetime:
+        cfg = self.config
+        if self._last_sweep is None or now - self._last_sweep >= cfg.sweep_every:
+            self._last_sweep = now
+            return now - cfg.sweep_lookback
+        return now - cfg.lookback
+
+    def run_once(self, deadline: dt.timedelta | None = None) -> RunSummary:
+        """Drain until nothing is pending or the deadline passes."""
+        started = self.monotonic()
+        limit = (deadline or self.config.deadline).total_seconds()
+        summary = RunSummary(route=self.route.name, run_id=uuid.uuid4().hex[:12])
+        now = self.clock()
+        since = self._since(now)
+        cursor = None
+        fold_due = False
+        try:
+            while True:
+                if self.monotonic() - started >= limit:
+                    summary.stopped = "deadline"
+                    break
+                poll = self.store.poll(since, self.config.batch_size, cursor)
+                if summary.batches == 0:
+                    summary.backlog = poll.backlog
+                    if poll.oldest is not None:
+                        summary.oldest_pending_age_seconds = (now - poll.oldest).total_seconds()
+                fold_due = fold_due or poll.unfolded > 0
+                if not poll.rows:
+                    break
+                summary.batches += 1
+                summary.polled += len(poll.rows)
+                cursor = poll.rows[-1].cursor
+                batch = self._publish(poll.rows, summary)
+                fold_due = self._settle(batch, summary) or fold_due
+                if batch.transient and batch.transient == len(poll.rows):
+                    summary.stopped = "publisher_unavailable"
+                    break
+            if fold_due:
+                self._fold(since, summary)
+        except OutboxError as exc:
+            summary.stopped = f"error: {exc}"
+            log.error(
+                "relay run stopped early",
+                extra={"json_fields": {"route": self.route.name, "run_id": summary.run_id,
+                                       "error": str(exc), "error_class": type(exc).__name__}},
+            )
+            if isinstance(exc, ConfigError):
+                raise
+        summary.seconds = round(self.monotonic() - started, 4)
+        return summary
+
+    def _encode(self, rows: Sequence[PendingRow], batch: _Batch, run_id: str,
+                summary: RunSummary) -> list[tuple[PendingRow, Message]]:
+        good: list[tuple[PendingRow, Message]] = []
+        for row in rows:
+            try:
+                good.append((row, self.route.encoder(row.row)))
+            except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
+                summary.set_aside += 1
+                error = f"cannot encode: {type(exc).__name__}: {exc}"
+                batch.entries.append(
+                    JournalEntry(row.execution_id, row.triggered_at, "set_aside", run_id,
+                                 error=error[:1000])
+                )
+                log.error("row set aside", extra={"json_fields": {
+                    "route": self.route.name, "execution_id": row.execution_id, "error": error}})
+        return good
+
+    def _publish(self, rows: Sequence[PendingRow], summary: RunSummary) -> _Batch:
+        batch = _Batch()
+        todo = self._encode(rows, batch, summary.run_id, summary)
+        for attempt in range(1, self.config.publish_attempts + 1):
+            if not todo:
+                break
+            t0 = self.monotonic()
+            outcomes = self.publisher.publish(self.route.topic, [m for _, m in todo])
+            elapsed = self.monotonic() - t0
+            now = self.clock()
+            retry: list[tuple[PendingRow, Message]] = []
+            for (row, msg), outcome in zip(todo, outcomes, strict=True):
+                if outcome.ok:
+                    batch.published.append(row)
+                    batch.entries.append(JournalEntry(
+                        row.execution_id, row.triggered_at, "published", summary.run_id,
+                        message_id=outcome.message_id))
+                    summary.published += 1
+                    summary.publish_latencies.append(elapsed)
+                    summary.publish_ages.append((now - row.triggered_at).total_seconds())
+                elif isinstance(outcome.error, TransientError):
+                    retry.append((row, msg))
+                else:
+                    self._permanent_failure(row, str(outcome.error), batch, summary)
+            todo = retry
+            if todo and attempt < self.config.publish_attempts:
+                self.sleep(self.config.retry_wait * 2 ** (attempt - 1))
+        batch.transient = len(todo)
+        summary.failed += len(todo)
+        if todo:
+            log.warning("publish failed transiently; rows stay pending", extra={"json_fields": {
+                "route": self.route.name, "count": len(todo),
+                "execution_ids": [r.execution_id for r, _ in todo[:20]]}})
+        return batch
+
+    def _permanent_failure(self, row: PendingRow, error: str, batch: _Batch,
+                           summary: RunSummary) -> None:
+        summary.failed += 1
+        batch.entries.append(JournalEntry(row.execution_id, row.triggered_at, "failed",
+                                          summary.run_id, error=error[:1000]))
+        if row.attempts + 1 >= self.config.max_attempts:
+            summary.set_aside += 1
+            batch.entries.append(JournalEntry(row.execution_id, row.triggered_at, "set_aside",
+                                              summary.run_id, error=error[:1000]))
+            log.error("row set aside after repeated failures", extra={"json_fields": {
+                "route": self.route.name, "execution_id": row.execution_id,
+                "attempts": row.attempts + 1, "error": error}})
+
+    def _settle(self, batch: _Batch, summary: RunSummary) -> bool:
+        """Journal, then flag. Returns True when a fold is needed later."""
+        try:
+            self.store.record(batch.entries)
+        except TransientError as exc:
+            # Not journaled: if the flag below fails too, this batch is published
+            # again next run. A duplicate, bounded by this batch; never a loss.
+            summary.journal_failed += len(batch.entries)
+            log.error("journal append failed", extra={"json_fields": {
+                "route": self.route.name, "error": str(exc), "rows": len(batch.entries)}})
+        if not batch.published:
+            return False
+        try:
+            summary.marked += self.store.mark_published(batch.published)
+        except MarkRefused as exc:
+            summary.mark_refused += len(batch.published)
+            log.warning("mark refused; the journal holds these rows until a fold",
+                        extra={"json_fields": {"route": self.route.name, "reason": exc.reason,
+                                               "rows": len(batch.published)}})
+            return True
+        return False
+
+    def _fold(self, since: dt.datetime, summary: RunSummary) -> None:
+        try:
+            summary.folded += self.store.fold(since)
+        except MarkRefused as exc:
+            log.warning("fold refused; will try again next run", extra={"json_fields": {
+                "route": self.route.name, "reason": exc.reason}})
