@@ -56,6 +56,6 @@ def translate(exc: Exception, doing: str, dml: bool = False) -> OutboxError:
             return TransientError(f"{doing}: {text}")
         if isinstance(exc, gexc.NotFound):
             return ConfigError(f"{doing}: not found ({text}); run `outbox init` to create tables")
-    if isinstance(exc, _TRANSIENT | ConnectionError | TimeoutError):
+    if isinstance(exc, (*_TRANSIENT, ConnectionError, TimeoutError)):
         return TransientError(f"{doing}: {text}")
     return PermanentError(f"{doing}: {text}")

@@ -145,21 +145,27 @@ WHERE {part} >= @since
 def set_aside(
     project: str, log: TableSpec, journal: TableSpec, route: str, since: dt.datetime
 ) -> Statement:
+    jt, part = table_ref(project, journal), journal.partition_field
     sql = f"""WITH journal AS (
   SELECT execution_id,
-    ANY_VALUE({journal.partition_field}) AS triggered_at,
+    ANY_VALUE({part}) AS triggered_at,
     LOGICAL_OR(outcome = 'published') AS journaled,
     MAX(IF(outcome = 'set_aside', recorded_at, NULL)) AS set_aside_at,
-    COUNTIF(outcome = 'failed') AS attempts,
-    ARRAY_AGG(error IGNORE NULLS ORDER BY recorded_at DESC LIMIT 1) AS errors
-  FROM {table_ref(project, journal)}
-  WHERE {journal.partition_field} >= @since AND route = @route
+    COUNTIF(outcome = 'failed') AS attempts
+  FROM {jt}
+  WHERE {part} >= @since AND route = @route
   GROUP BY execution_id
+),
+errors AS (
+  SELECT execution_id, error,
+    ROW_NUMBER() OVER (PARTITION BY execution_id ORDER BY recorded_at DESC) AS n
+  FROM {jt}
+  WHERE {part} >= @since AND route = @route AND error IS NOT NULL
 )
-SELECT j.execution_id, j.triggered_at, j.attempts, j.errors[SAFE_OFFSET(0)] AS last_error,
-  j.set_aside_at
+SELECT j.execution_id, j.triggered_at, j.attempts, e.error AS last_error, j.set_aside_at
 FROM journal AS j
 JOIN {table_ref(project, log)} AS l ON l.execution_id = j.execution_id
+LEFT JOIN errors AS e ON e.execution_id = j.execution_id AND e.n = 1
 WHERE l.{log.partition_field} >= @since AND l.{PUBLISHED} IS NOT TRUE
   AND j.set_aside_at IS NOT NULL AND NOT j.journaled
 ORDER BY j.triggered_at, j.execution_id"""

@@ -70,7 +70,8 @@ def scraper_rows(n: int, seed: int = 0, now: dt.datetime | None = None) -> list[
     now = now or utcnow()
     rows = []
     for i in range(n):
-        row = scraper_row(rng, now - dt.timedelta(milliseconds=n - i))
+        row = scraper_row(rng, now)
         row["execution_id"] = f"{row['execution_id']}{i:07d}"
+        row["triggered_at"] = now - dt.timedelta(seconds=30, milliseconds=n - i)
         rows.append(row)
     return rows
