@@ -15,6 +15,7 @@ order as the platform needs.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -169,8 +170,8 @@ class PubSubPublisher:
             elif not future.done():
                 timed_out = concurrent.futures.TimeoutError(f"no result within {self.timeout}s")
                 outcomes.append(PublishOutcome(m.key, error=translate_error(timed_out, path)))
-            elif (exc := future.exception()) is not None:
-                outcomes.append(PublishOutcome(m.key, error=translate_error(exc, path)))
+            elif (failure := future.exception()) is not None:
+                outcomes.append(PublishOutcome(m.key, error=translate_error(failure, path)))
             else:
                 outcomes.append(PublishOutcome(m.key, message_id=future.result()))
         for outcome in outcomes:
@@ -184,10 +185,8 @@ class PubSubPublisher:
             if self._closed:
                 return
             self._closed = True
-        try:
+        with contextlib.suppress(RuntimeError):  # already stopped by its other owner
             self._client.stop()
-        except RuntimeError:  # already stopped by its other owner
-            pass
 
 
 def _refuse_reserved(message: Message) -> None:
