@@ -10,12 +10,15 @@ tests parse these with sqlglot to prove it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from outbox.ports import Cursor
 from outbox.schema import PUBLISHED, PUBLISHED_AT, TableSpec, check_project
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,25 @@ def _journal_cte(project: str, journal: TableSpec) -> str:
 )"""
 
 
+def _row_json(log: TableSpec, columns: Sequence[str] | None) -> str:
+    """The page's columns packed into one JSON string per row.
+
+    One cell instead of a dozen: the client parses it with ``json.loads``,
+    several times faster than typed cells. Timestamps travel as UNIX micros,
+    which BigQuery and bqemulator render the same way.
+    """
+    wanted = set(columns or log.column_names) | {"execution_id", log.partition_field}
+    fields = []
+    for col in log.columns:
+        if col.name not in wanted:
+            continue
+        expr = f"c.{col.name}"
+        if col.type == "TIMESTAMP":
+            expr = f"UNIX_MICROS({expr})"
+        fields.append(f"{expr} AS {col.name}")
+    return f"TO_JSON_STRING(STRUCT({', '.join(fields)}))"
+
+
 def poll(
     project: str,
     log: TableSpec,
@@ -59,6 +81,7 @@ def poll(
     since: dt.datetime,
     limit: int,
     after: Cursor | None,
+    columns: Sequence[str] | None = None,
 ) -> Statement:
     """One query: a page of rows to publish plus the backlog's statistics.
 
@@ -66,8 +89,9 @@ def poll(
     the page is empty), so the relay learns the backlog, the oldest pending
     row and whether a fold is due without a second job.
     """
-    cols = ", ".join(f"l.{c}" for c in log.column_names)
     part = log.partition_field
+    wanted = set(columns or log.column_names) | {"execution_id", part}
+    cols = ", ".join(f"l.{c}" for c in log.column_names if c in wanted)
     sql = f"""WITH {_journal_cte(project, journal)},
 candidates AS (
   SELECT {cols}, IFNULL(j.journaled, FALSE) AS _journaled, IFNULL(j.attempts, 0) AS _attempts
@@ -82,16 +106,17 @@ stats AS (
   FROM candidates
 ),
 page AS (
-  SELECT * FROM candidates
-  WHERE NOT _journaled
-    AND (@has_after = FALSE OR {part} > @after_ts
-         OR ({part} = @after_ts AND execution_id > @after_id))
-  ORDER BY {part}, execution_id
+  SELECT c.execution_id AS _id, c.{part} AS _at, c._attempts, {_row_json(log, columns)} AS _row
+  FROM candidates AS c
+  WHERE NOT c._journaled
+    AND (@has_after = FALSE OR c.{part} > @after_ts
+         OR (c.{part} = @after_ts AND c.execution_id > @after_id))
+  ORDER BY c.{part}, c.execution_id
   LIMIT @limit
 )
-SELECT stats._backlog, stats._oldest, stats._unfolded, page.*
+SELECT stats._backlog, stats._oldest, stats._unfolded, page._attempts, page._row
 FROM stats LEFT JOIN page ON TRUE
-ORDER BY page.{part}, page.execution_id"""
+ORDER BY page._at, page._id"""
     after_ts, after_id = after if after else (since, "")
     return Statement(
         sql,
@@ -104,6 +129,28 @@ ORDER BY page.{part}, page.execution_id"""
             Param("limit", "INT64", limit),
         ),
     )
+
+
+def decode_row(log: TableSpec, packed: str) -> dict[str, Any]:
+    """Undo :func:`_row_json`: types restored from the spec, NULLs dropped."""
+    raw = json.loads(packed)
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if value is None:
+            continue
+        col = log.column(name)
+        kind = col.type if col else "STRING"
+        if kind == "TIMESTAMP":
+            out[name] = _EPOCH + dt.timedelta(microseconds=int(value))
+        elif kind == "INT64":
+            out[name] = int(value)
+        elif kind == "FLOAT64":
+            out[name] = float(value)
+        elif kind == "DATE":
+            out[name] = dt.date.fromisoformat(value)
+        else:
+            out[name] = value
+    return out
 
 
 def mark_published(

@@ -31,8 +31,6 @@ from outbox.ports import Cursor, JournalEntry, PendingRow, PollResult, SetAsideR
 from outbox.rows import Row, validate_row
 from outbox.schema import OUTBOX_JOURNAL, PUBLISHED, TableSpec, check_identifier
 
-_STATS_COLUMNS = ("_backlog", "_oldest", "_unfolded", "_journaled", "_attempts")
-
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and not isinstance(exc, MarkRefused)
@@ -86,6 +84,7 @@ class BigQueryOutboxStore:
         project: str | None = None,
         max_bytes_billed: int | None = 10 * 1024**3,
         clock: Clock = utcnow,
+        columns: Sequence[str] | None = None,
     ) -> None:
         self.client = client
         self.appender = appender
@@ -95,6 +94,7 @@ class BigQueryOutboxStore:
         self.project = project or client.project
         self.max_bytes_billed = max_bytes_billed
         self.clock = clock
+        self.columns = columns
         self.stats = JobStats()
         self._lock = threading.Lock()
 
@@ -137,18 +137,20 @@ class BigQueryOutboxStore:
 
     # -- relay side -------------------------------------------------------
     def poll(self, since: dt.datetime, limit: int, after: Cursor | None = None) -> PollResult:
-        stmt = sqlgen.poll(self.project, self.spec, self.journal, self.route, since, limit, after)
+        stmt = sqlgen.poll(
+            self.project, self.spec, self.journal, self.route, since, limit, after, self.columns
+        )
         job = self._run(stmt, f"poll {self.spec.dataset}.{self.spec.name}")
         rows: list[PendingRow] = []
         backlog, oldest, unfolded = 0, None, 0
         for record in job.result():
-            data = dict(record.items())
-            backlog, oldest, unfolded = data["_backlog"], data["_oldest"], data["_unfolded"]
-            if data.get("execution_id") is None:
+            backlog, oldest, unfolded = record["_backlog"], record["_oldest"], record["_unfolded"]
+            if record["_row"] is None:
                 continue
-            attempts = int(data.get("_attempts") or 0)
-            row = {k: v for k, v in data.items() if k not in _STATS_COLUMNS and v is not None}
-            rows.append(PendingRow(row["execution_id"], row["triggered_at"], row, attempts))
+            row = sqlgen.decode_row(self.spec, record["_row"])
+            attempts = int(record["_attempts"] or 0)
+            rows.append(PendingRow(row["execution_id"], row[self.spec.partition_field], row,
+                                   attempts))
         return PollResult(rows, int(backlog or 0), oldest, int(unfolded or 0))
 
     def record(self, entries: Sequence[JournalEntry]) -> None:

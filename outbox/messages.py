@@ -25,6 +25,11 @@ MAX_ATTRIBUTE_VALUE_BYTES = 1024
 Encoder = Callable[[Row], Message]
 
 V1_ATTRIBUTES = ("scraper_name", "status", "execution_id", "workflow")
+V1_COLUMNS = (
+    "execution_id", "scraper_name", "workflow", "status", "triggered_at", "completed_at",
+    "duration_seconds", "gcs_path", "data_summary", "error_type", "error_message", "opts",
+)
+"""The log columns the v1 encoder reads: the poll fetches (and BigQuery bills) only these."""
 
 
 def check_message(message: Message) -> Message:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from outbox.messages import Encoder, encode_scraper_complete_v1
+from outbox.errors import ConfigError
+from outbox.messages import V1_COLUMNS, Encoder, encode_scraper_complete_v1
 from outbox.schema import SCRAPER_EXECUTION_LOG, TableSpec, check_identifier
 
 
@@ -17,9 +18,14 @@ class Route:
     table: TableSpec
     topic: str
     encoder: Encoder
+    columns: tuple[str, ...] | None = None
+    """Columns the encoder reads; None for all. The poll fetches only these."""
 
     def __post_init__(self) -> None:
         check_identifier(self.name, "route name")
+        for col in self.columns or ():
+            if self.table.column(col) is None:
+                raise ConfigError(f"route {self.name}: no column {col!r} in {self.table.name}")
 
 
 SCRAPER_COMPLETE = Route(
@@ -27,6 +33,7 @@ SCRAPER_COMPLETE = Route(
     table=SCRAPER_EXECUTION_LOG,
     topic="nba-scraper-complete",
     encoder=encode_scraper_complete_v1,
+    columns=V1_COLUMNS,
 )
 
 ROUTES: tuple[Route, ...] = (SCRAPER_COMPLETE,)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from outbox.clock import Clock, utcnow
-from outbox.errors import ConfigError, MarkRefused, PermanentError, TransientError
+from outbox.errors import ConfigError, InvalidMessage, MarkRefused, PermanentError, TransientError
+from outbox.messages import check_message
 from outbox.ports import (
     Cursor,
     JournalEntry,
@@ -27,6 +28,7 @@ from outbox.ports import (
 )
 from outbox.rows import Row, validate_row
 from outbox.schema import PUBLISHED, PUBLISHED_AT, SCRAPER_EXECUTION_LOG, TableSpec
+
 
 class SimulatedCrash(BaseException):
     """Raised by a double to stand for the process dying at that point.
@@ -57,8 +59,8 @@ class StoreFaults:
     """The next N ``append`` calls fail transiently, writing nothing."""
     fail_records: int = 0
     """The next N journal ``record`` calls fail transiently, writing nothing."""
-    crash_after_mark: int = 0
-    """The next N ``mark_published`` calls apply, then raise :class:`SimulatedCrash`."""
+    crash_after_flag: int = 0
+    """The next N ``mark_published``/``fold`` calls apply, then raise :class:`SimulatedCrash`."""
 
 
 class InMemoryOutboxStore:
@@ -70,8 +72,13 @@ class InMemoryOutboxStore:
         route: str = "scrapers",
         clock: Clock = utcnow,
         faults: StoreFaults | None = None,
+        columns: Sequence[str] | None = None,
     ) -> None:
         self.spec = spec
+        self.columns = (
+            None if columns is None
+            else set(columns) | {"execution_id", spec.partition_field}
+        )
         self.route = route
         self.clock = clock
         self.faults = faults or StoreFaults()
@@ -128,10 +135,9 @@ class InMemoryOutboxStore:
                     continue
                 if j and j["set_aside"] is not None:
                     continue
+                row = {k: v for k, v in r.items() if self.columns is None or k in self.columns}
                 pending.append(
-                    PendingRow(
-                        r["execution_id"], r["triggered_at"], dict(r), j["attempts"] if j else 0
-                    )
+                    PendingRow(r["execution_id"], r["triggered_at"], row, j["attempts"] if j else 0)
                 )
             pending.sort(key=lambda p: p.cursor)
             oldest = pending[0].triggered_at if pending else None
@@ -149,7 +155,8 @@ class InMemoryOutboxStore:
     def _check_markable(self, ids: Iterable[str]) -> None:
         if self.faults.refuse_marks > 0:
             self.faults.refuse_marks -= 1
-            raise MarkRefused("concurrent_update", CONCURRENT_UPDATE_ERROR.format(table=self.spec.name))
+            detail = CONCURRENT_UPDATE_ERROR.format(table=self.spec.name)
+            raise MarkRefused("concurrent_update", detail)
         if self.faults.streaming_buffer is not None:
             young = self.clock() - self.faults.streaming_buffer
             wanted = set(ids)
@@ -174,10 +181,13 @@ class InMemoryOutboxStore:
             ids = {r.execution_id for r in rows}
             self._check_markable(ids)
             changed = self._flag(ids, min(r.triggered_at for r in rows))
-            if self.faults.crash_after_mark > 0:
-                self.faults.crash_after_mark -= 1
-                raise SimulatedCrash("after mark")
+            self._maybe_crash()
             return changed
+
+    def _maybe_crash(self) -> None:
+        if self.faults.crash_after_flag > 0:
+            self.faults.crash_after_flag -= 1
+            raise SimulatedCrash("after flagging")
 
     def fold(self, since: dt.datetime) -> int:
         with self._lock:
@@ -187,7 +197,9 @@ class InMemoryOutboxStore:
                 r["execution_id"] for r in self.rows
                 if r["execution_id"] in ids and not r.get(PUBLISHED)
             )
-            return self._flag(ids, since)
+            changed = self._flag(ids, since)
+            self._maybe_crash()
+            return changed
 
     def set_aside(self, since: dt.datetime) -> list[SetAsideRow]:
         with self._lock:
@@ -233,7 +245,9 @@ class InMemoryPublisher:
     """A :class:`~outbox.ports.Publisher` that keeps what it sent."""
 
     def __init__(
-        self, topics: Iterable[str] = ("nba-scraper-complete",), faults: PublisherFaults | None = None
+        self,
+        topics: Iterable[str] = ("nba-scraper-complete",),
+        faults: PublisherFaults | None = None,
     ) -> None:
         self.topics = set(topics)
         self.faults = faults or PublisherFaults()
@@ -252,6 +266,11 @@ class InMemoryPublisher:
             out: list[PublishOutcome] = []
             for m in messages:
                 n = next(self._counter)
+                try:
+                    check_message(m)
+                except InvalidMessage as exc:
+                    out.append(PublishOutcome(m.key, error=exc))
+                    continue
                 if unavailable or n in self.faults.fail_publishes:
                     out.append(PublishOutcome(m.key, error=TransientError("injected: unavailable")))
                 elif m.key in self.faults.reject_keys:

@@ -111,7 +111,8 @@ class Wiring:
 
     def store(self, route: Route) -> BigQueryOutboxStore:
         return BigQueryOutboxStore(
-            self.bigquery, self.appender, route.table, route.name, project=self.settings.project
+            self.bigquery, self.appender, route.table, route.name,
+            project=self.settings.project, columns=route.columns,
         )
 
     def publisher(self) -> PubSubPublisher:

@@ -5,9 +5,10 @@ as published, or set aside after repeated permanent failures. Every step that
 can fail leaves the row where the next poll finds it.
 
 Why marking cannot storm: published rows are journaled (an append, which
-never conflicts) before the flag is set. If BigQuery refuses the UPDATE, the
-journal already hides the rows from the next poll, and a later ``fold`` sets
-the flag in one statement. See docs/design.md.
+never conflicts and is visible at once), and the journal hides them from the
+next poll. The ``published`` flag is set by one ``fold`` statement per run;
+if BigQuery refuses it, nothing is published again and the next run folds.
+See docs/design.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,9 +67,13 @@ class RunSummary:
     """Messages that failed to publish this run (they stay pending)."""
     set_aside: int = 0
     marked: int = 0
-    mark_refused: int = 0
+    """Rows whose ``published`` flag this run set."""
     folded: int = 0
+    fold_refused: int = 0
+    """Fold statements BigQuery refused (streaming buffer, conflict, quota)."""
     journal_failed: int = 0
+    unsettled: int = 0
+    """Published rows neither journaled nor flagged: the next run repeats them."""
     batches: int = 0
     backlog: int = 0
     oldest_pending_age_seconds: float | None = None
@@ -121,20 +127,25 @@ class Relay:
         return now - cfg.lookback
 
     def run_once(self, deadline: dt.timedelta | None = None) -> RunSummary:
-        """Drain until nothing is pending or the deadline passes."""
+        """Drain until nothing is pending or the deadline passes.
+
+        The next page is polled while the current one is published, and each
+        batch is journaled in the background while the next is published: at
+        most two batches are in flight, which bounds the duplicates a crash
+        can cause. The ``published`` flag is folded once, at the end.
+        """
         started = self.monotonic()
         limit = (deadline or self.config.deadline).total_seconds()
         summary = RunSummary(route=self.route.name, run_id=uuid.uuid4().hex[:12])
         now = self.clock()
         since = self._since(now)
-        cursor = None
         fold_due = False
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay")
+        settling: Future[None] | None = None
         try:
+            next_poll = pool.submit(self.store.poll, since, self.config.batch_size, None)
             while True:
-                if self.monotonic() - started >= limit:
-                    summary.stopped = "deadline"
-                    break
-                poll = self.store.poll(since, self.config.batch_size, cursor)
+                poll = next_poll.result()
                 if summary.batches == 0:
                     summary.backlog = poll.backlog
                     if poll.oldest is not None:
@@ -142,14 +153,24 @@ class Relay:
                 fold_due = fold_due or poll.unfolded > 0
                 if not poll.rows:
                     break
+                if self.monotonic() - started >= limit:
+                    summary.stopped = "deadline"
+                    break
                 summary.batches += 1
                 summary.polled += len(poll.rows)
-                cursor = poll.rows[-1].cursor
+                next_poll = pool.submit(
+                    self.store.poll, since, self.config.batch_size, poll.rows[-1].cursor
+                )
                 batch = self._publish(poll.rows, summary)
-                fold_due = self._settle(batch, summary) or fold_due
+                if settling is not None:
+                    settling.result()
+                settling = pool.submit(self._journal, batch, summary)
+                fold_due = fold_due or bool(batch.published)
                 if batch.transient and batch.transient == len(poll.rows):
                     summary.stopped = "publisher_unavailable"
                     break
+            if settling is not None:
+                settling.result()
             if fold_due:
                 self._fold(since, summary)
         except OutboxError as exc:
@@ -161,6 +182,8 @@ class Relay:
             )
             if isinstance(exc, ConfigError):
                 raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         summary.seconds = round(self.monotonic() - started, 4)
         return summary
 
@@ -229,31 +252,32 @@ class Relay:
                 "route": self.route.name, "execution_id": row.execution_id,
                 "attempts": row.attempts + 1, "error": error}})
 
-    def _settle(self, batch: _Batch, summary: RunSummary) -> bool:
-        """Journal, then flag. Returns True when a fold is needed later."""
+    def _journal(self, batch: _Batch, summary: RunSummary) -> None:
+        """Record the batch's outcomes; if the journal is down, flag directly."""
         try:
             self.store.record(batch.entries)
+            return
         except TransientError as exc:
-            # Not journaled: if the flag below fails too, this batch is published
-            # again next run. A duplicate, bounded by this batch; never a loss.
             summary.journal_failed += len(batch.entries)
-            log.error("journal append failed", extra={"json_fields": {
-                "route": self.route.name, "error": str(exc), "rows": len(batch.entries)}})
-        if not batch.published:
-            return False
+            log.error("journal append failed; flagging the batch directly",
+                      extra={"json_fields": {"route": self.route.name, "error": str(exc),
+                                             "rows": len(batch.entries)}})
         try:
             summary.marked += self.store.mark_published(batch.published)
-        except MarkRefused as exc:
-            summary.mark_refused += len(batch.published)
-            log.warning("mark refused; the journal holds these rows until a fold",
-                        extra={"json_fields": {"route": self.route.name, "reason": exc.reason,
-                                               "rows": len(batch.published)}})
-            return True
-        return False
+        except TransientError as exc:
+            # Neither journaled nor flagged: the next run publishes this batch
+            # again. A duplicate bounded by this batch; never a loss.
+            summary.unsettled += len(batch.published)
+            log.error("batch neither journaled nor flagged; it will be published again",
+                      extra={"json_fields": {"route": self.route.name, "error": str(exc),
+                                             "execution_ids": [r.execution_id
+                                                               for r in batch.published[:20]]}})
 
     def _fold(self, since: dt.datetime, summary: RunSummary) -> None:
         try:
-            summary.folded += self.store.fold(since)
+            summary.folded = self.store.fold(since)
+            summary.marked += summary.folded
         except MarkRefused as exc:
+            summary.fold_refused += 1
             log.warning("fold refused; will try again next run", extra={"json_fields": {
                 "route": self.route.name, "reason": exc.reason}})

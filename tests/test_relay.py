@@ -22,7 +22,7 @@ from relay import Relay, RelayConfig
 
 def make(n: int = 10, batch: int = 4, store_faults: StoreFaults | None = None,
          pub_faults: PublisherFaults | None = None, **cfg: object):
-    store = InMemoryOutboxStore(faults=store_faults)
+    store = InMemoryOutboxStore(faults=store_faults, columns=SCRAPER_COMPLETE.columns)
     store.append(scraper_rows(n))
     pub = InMemoryPublisher(faults=pub_faults)
     relay = Relay(SCRAPER_COMPLETE, store, pub, RelayConfig(batch_size=batch, **cfg),
@@ -56,14 +56,14 @@ def test_message_is_v1_body_with_identity_attribute() -> None:
 
 
 def test_transient_publish_failure_is_retried_within_the_run() -> None:
-    store, pub, relay = make(5, batch=5, pub_faults=PublisherFaults(fail_publishes={2, 4}))
+    store, _pub, relay = make(5, batch=5, pub_faults=PublisherFaults(fail_publishes={2, 4}))
     s = relay.run_once()
     assert s.published == 5 and s.failed == 0
     assert store.published_ids() == all_ids(store)
 
 
 def test_publisher_outage_stops_the_run_and_leaves_rows_pending() -> None:
-    store, pub, relay = make(5, batch=5, pub_faults=PublisherFaults(unavailable=3))
+    store, _pub, relay = make(5, batch=5, pub_faults=PublisherFaults(unavailable=3))
     s = relay.run_once()
     assert s.stopped == "publisher_unavailable" and s.failed == 5 and s.published == 0
     assert store.published_ids() == set()
@@ -88,7 +88,7 @@ def test_rejected_row_is_set_aside_after_max_attempts_without_blocking_others() 
 
 
 def test_unencodable_row_is_set_aside_at_once() -> None:
-    store, pub, relay = make(3, batch=3)
+    store, _pub, relay = make(3, batch=3)
     store.rows[1]["workflow"] = "w" * 2000  # attribute over 1024 bytes
     s = relay.run_once()
     assert s.published == 2 and s.set_aside == 1
@@ -96,12 +96,14 @@ def test_unencodable_row_is_set_aside_at_once() -> None:
     assert "attribute 'workflow'" in (aside[0].last_error or "")
 
 
-def test_refused_mark_does_not_republish_and_fold_sets_the_flag() -> None:
-    store, pub, relay = make(8, batch=4, store_faults=StoreFaults(refuse_marks=2))
+def test_refused_fold_does_not_republish_and_a_later_fold_sets_the_flag() -> None:
+    store, pub, relay = make(8, batch=4, store_faults=StoreFaults(refuse_marks=1))
     s = relay.run_once()
-    assert s.published == 8 and s.mark_refused == 8 and s.folded == 8
+    assert s.published == 8 and s.fold_refused == 1 and s.marked == 0
+    assert store.published_ids() == set()
+    again = relay.run_once()
+    assert again.polled == 0 and again.folded == 8
     assert store.published_ids() == all_ids(store)
-    assert relay.run_once().polled == 0
     assert max(pub.counts().values()) == 1
 
 
@@ -113,7 +115,7 @@ def test_streaming_buffer_rows_are_published_once_and_flagged_later() -> None:
     pub = InMemoryPublisher()
     relay = Relay(SCRAPER_COMPLETE, store, pub, RelayConfig(batch_size=4), clock=lambda: now[0])
     s = relay.run_once()
-    assert s.published == 6 and s.mark_refused == 6 and s.folded == 0
+    assert s.published == 6 and s.fold_refused == 1 and s.folded == 0
     for _ in range(3):
         assert relay.run_once().polled == 0
     assert len(pub.sent) == 6 and store.published_ids() == set()
@@ -137,12 +139,43 @@ def test_crash_after_publish_republishes_only_the_batch_in_flight() -> None:
     assert store.published_ids() == all_ids(store) and s.stopped == "drained"
 
 
-def test_crash_after_mark_loses_nothing() -> None:
-    store, pub, relay = make(6, batch=3, store_faults=StoreFaults(crash_after_mark=1))
+def test_crash_after_fold_loses_nothing() -> None:
+    store, pub, relay = make(6, batch=3, store_faults=StoreFaults(crash_after_flag=1))
     with pytest.raises(SimulatedCrash):
         relay.run_once()
     relay.run_once()
     assert pub.counts() == {i: 1 for i in all_ids(store)}
+    assert store.published_ids() == all_ids(store)
+
+
+def test_journal_failure_falls_back_to_flagging_the_batch() -> None:
+    store, pub, relay = make(6, batch=3, store_faults=StoreFaults(fail_records=1))
+    s = relay.run_once()
+    assert s.journal_failed == 3 and s.unsettled == 0
+    relay.run_once()
+    assert pub.counts() == {i: 1 for i in all_ids(store)}
+    assert store.published_ids() == all_ids(store)
+
+
+def test_crash_while_journaling_repeats_at_most_the_batches_in_flight() -> None:
+    store, pub, relay = make(12, batch=3)
+    real = store.record
+    calls = [0]
+
+    def crashing(entries):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 2:
+            raise SimulatedCrash("while journaling")
+        real(entries)
+
+    store.record = crashing  # type: ignore[method-assign]
+    with pytest.raises(SimulatedCrash):
+        relay.run_once()
+    store.record = real  # type: ignore[method-assign]
+    relay.run_once()
+    counts = pub.counts()
+    assert set(counts) == all_ids(store)
+    assert sum(v - 1 for v in counts.values()) <= 2 * 3
     assert store.published_ids() == all_ids(store)
 
 

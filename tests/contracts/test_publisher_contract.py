@@ -231,10 +231,6 @@ def test_a_message_pubsub_would_refuse_fails_alone(
     request: pytest.FixtureRequest, backend: Backend, publisher: Publisher
 ) -> None:
     """No poison batches: Pub/Sub fails a whole request for one empty message."""
-    if isinstance(backend, MemoryBackend):
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="InMemoryPublisher does not check messages yet")
-        )
     topic = backend.new_topic()
     outcomes = publisher.publish(topic, [msg("ok1"), Message("empty", b""), msg("ok2")])
     assert [o.ok for o in outcomes] == [True, False, True]

@@ -1,0 +1,184 @@
+"""The ``outbox`` command: the operators' door into the outbox.
+
+This module is a composition root: it builds settings and wiring, then calls
+the same services (``Relay.run_once`` and friends) that the HTTP services do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from outbox import logs
+from outbox.errors import ConfigError, OutboxError
+from outbox.schema import OUTBOX_JOURNAL
+from outbox.wiring import Settings, Wiring
+
+console = Console(stderr=False)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj: dict[str, Any] = ctx.obj
+    try:
+        return Settings.from_env(obj.get("project"))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    sys.exit(1)
+
+
+@click.group()
+@click.option("--project", envvar="OUTBOX_PROJECT", help="Google Cloud project id.")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+def main(ctx: click.Context, project: str | None, log_level: str) -> None:
+    """Transactional outbox from BigQuery to Pub/Sub for the NBA pipeline."""
+    logs.configure(log_level)
+    ctx.obj = {"project": project}
+
+
+@main.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the datasets, tables and topics the routes need. Idempotent."""
+    from outbox.bigquery_tables import ensure_tables
+    from outbox.pubsub_admin import ensure_topics
+
+    settings = _settings(ctx)
+    wiring = Wiring.build(settings)
+    try:
+        specs = [r.table for r in settings.routes] + [OUTBOX_JOURNAL]
+        made = ensure_tables(wiring.bigquery, settings.project, specs)
+        topics = ensure_topics(settings.project, sorted({r.topic for r in settings.routes}))
+    except OutboxError as exc:
+        _fail(exc)
+    table = Table("kind", "name", "state")
+    for m in made:
+        table.add_row(m.kind, m.name, "created" if m.created else "exists")
+    for name, created in topics:
+        table.add_row("topic", name, "created" if created else "exists")
+    console.print(table)
+
+
+@main.group()
+def relay() -> None:
+    """Run and inspect the relay."""
+
+
+def _duration(value: str) -> dt.timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        number, unit = float(value[:-1]), value[-1]
+        if unit not in units or number <= 0:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise click.BadParameter(
+            f"{value!r}: use a positive number with s, m, h or d, e.g. 3d"
+        ) from None
+    return dt.timedelta(seconds=number * units[unit])
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> dt.timedelta:
+        if isinstance(value, dt.timedelta):
+            return value
+        try:
+            return _duration(str(value))
+        except click.BadParameter as exc:
+            self.fail(exc.message, param, ctx)
+
+
+@relay.command("once")
+@click.option("--route", "route_name", default="scrapers", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@click.option("--deadline", type=Duration(), default="50s", show_default=True)
+@click.option("--lookback", type=Duration(), default="3d", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def relay_once(ctx: click.Context, route_name: str, batch_size: int, deadline: dt.timedelta,
+               lookback: dt.timedelta, as_json: bool) -> None:
+    """Drain one route once and print the run summary."""
+    from relay import Relay, RelayConfig
+
+    settings = _settings(ctx)
+    try:
+        route = settings.route(route_name)
+        config = RelayConfig(batch_size=batch_size, deadline=deadline, lookback=lookback,
+                             sweep_lookback=max(lookback, RelayConfig.sweep_lookback))
+        wiring = Wiring.build(settings)
+        publisher = wiring.publisher()
+        try:
+            summary = Relay(route, wiring.store(route), publisher, config).run_once()
+        finally:
+            publisher.close()
+    except OutboxError as exc:
+        _fail(exc)
+    data = summary.as_dict()
+    if as_json:
+        click.echo(json.dumps(data, default=str))
+        return
+    table = Table("field", "value", title=f"relay run {summary.run_id} ({route.name})")
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@relay.command("set-aside")
+@click.option("--route", "route_name", default="scrapers", show_default=True)
+@click.option("--since", type=Duration(), default="90d", show_default=True,
+              help="How far back to look.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def relay_set_aside(ctx: click.Context, route_name: str, since: dt.timedelta,
+                    as_json: bool) -> None:
+    """List rows the relay set aside as poison, with their last error."""
+    settings = _settings(ctx)
+    try:
+        route = settings.route(route_name)
+        rows = Wiring.build(settings).store(route).set_aside(dt.datetime.now(dt.UTC) - since)
+    except OutboxError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], default=str))
+        return
+    table = Table("execution_id", "triggered_at", "attempts", "set aside at", "last error",
+                  title=f"set-aside rows ({route.name}): {len(rows)}")
+    for r in rows:
+        table.add_row(r.execution_id, str(r.triggered_at), str(r.attempts), str(r.set_aside_at),
+                      r.last_error or "")
+    console.print(table)
+
+
+@main.command()
+@click.option("--interval", type=click.FloatRange(0.5, 3600), default=2.0, show_default=True,
+              help="Seconds between relay runs.")
+@click.option("--rows-per-second", type=click.FloatRange(0.1, 10_000), default=5.0,
+              show_default=True)
+@click.option("--duration", type=Duration(), default=None,
+              help="Stop after this long (default: until Ctrl-C).")
+def dev(interval: float, rows_per_second: float, duration: dt.timedelta | None) -> None:
+    """Run the whole pipeline locally on the emulators, with a live view."""
+    from outbox.devstack import run_dev
+
+    try:
+        run_dev(interval=interval, rows_per_second=rows_per_second, duration=duration,
+                console=console)
+    except OutboxError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
