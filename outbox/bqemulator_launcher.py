@@ -27,7 +27,7 @@ def _skip_spatial(self: engine.DuckDBEngine) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Patch out the spatial load, then run ``bqemulator`` with ``argv``."""
-    engine.DuckDBEngine._load_spatial = _skip_spatial  # type: ignore[method-assign]
+    engine.DuckDBEngine._load_spatial = _skip_spatial
     cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="bqemulator")
 
 
