@@ -63,7 +63,7 @@ class Bench:
         ensure_tables(self.wiring.bigquery, PROJECT, [log, journal])
         store = BigQueryOutboxStore(
             self.wiring.bigquery, self.wiring.appender, log, "scrapers", journal,
-            columns=V1_COLUMNS,
+            columns=V1_COLUMNS, reader=self.wiring.reader,
         )
         for i in range(0, len(rows), 5000):
             store.append(rows[i : i + 5000])
@@ -99,15 +99,17 @@ class Bench:
         relay = Relay(route, store, publisher, RelayConfig(
             batch_size=batch_size, deadline=dt.timedelta(hours=1)))
         before = store.stats.snapshot()
+        sessions = store.reader.sessions if store.reader else 0
         t0 = time.perf_counter()
         summary = relay.run_once()
         seconds = time.perf_counter() - t0
         publisher.close()
         jobs = store.stats.since(before).jobs
+        sessions = (store.reader.sessions if store.reader else 0) - sessions
         if summary.published != len(rows) or summary.marked != len(rows):
             raise SystemExit(f"relay did not drain: {summary.as_dict()}")
         return {"seconds": seconds, "jobs": jobs, "batches": summary.batches,
-                "jobs_per_batch": jobs / max(summary.batches, 1)}
+                "read_sessions": sessions, "jobs_per_batch": jobs / max(summary.batches, 1)}
 
 
 @click.command()
@@ -161,11 +163,11 @@ def main(rows: int, repeat: int, batch_size: int, out: Path) -> None:
     table.add_row("median", "", "", "", "", f"[bold]{statistics.median(ratios):.2f}[/]")
     console.print(table)
     jobs = Table(title="BigQuery jobs per batch as the batch grows")
-    for col in ("batch size", "rows", "batches", "jobs", "jobs/batch"):
+    for col in ("batch size", "rows", "batches", "query/DML jobs", "read sessions", "jobs/batch"):
         jobs.add_column(col, justify="right")
     for j in jobs_rows:
         jobs.add_row(str(j["batch_size"]), str(j["rows"]), str(j["batches"]), str(j["jobs"]),
-                     f"{j['jobs_per_batch']:.2f}")
+                     str(j["read_sessions"]), f"{j['jobs_per_batch']:.2f}")
     console.print(jobs)
     console.print(f"results written to {out}")
 

@@ -24,6 +24,13 @@ from tenacity import (
 
 from outbox import bigquery_sql as sqlgen
 from outbox.bigquery_errors import translate
+from outbox.bigquery_read import (
+    Snapshot,
+    StorageReader,
+    journal_restriction,
+    journal_state,
+    log_restriction,
+)
 from outbox.bigquery_write import RowAppender
 from outbox.clock import Clock, utcnow
 from outbox.errors import MarkRefused, TransientError
@@ -85,6 +92,7 @@ class BigQueryOutboxStore:
         max_bytes_billed: int | None = 10 * 1024**3,
         clock: Clock = utcnow,
         columns: Sequence[str] | None = None,
+        reader: StorageReader | None = None,
     ) -> None:
         self.client = client
         self.appender = appender
@@ -95,6 +103,8 @@ class BigQueryOutboxStore:
         self.max_bytes_billed = max_bytes_billed
         self.clock = clock
         self.columns = columns
+        self.reader = reader
+        self._snapshot: Snapshot | None = None
         self.stats = JobStats()
         self._lock = threading.Lock()
 
@@ -137,6 +147,14 @@ class BigQueryOutboxStore:
 
     # -- relay side -------------------------------------------------------
     def poll(self, since: dt.datetime, limit: int, after: Cursor | None = None) -> PollResult:
+        """With a reader, a poll without ``after`` takes a snapshot through the
+        Storage Read API and later pages are served from it (no query job)."""
+        if self.reader is not None:
+            with self._lock:
+                snap = self._snapshot
+                if after is None or snap is None or snap.since != since:
+                    snap = self._snapshot = self._take_snapshot(self.reader, since)
+                return snap.page(limit, after)
         stmt = sqlgen.poll(
             self.project, self.spec, self.journal, self.route, since, limit, after, self.columns
         )
@@ -153,24 +171,35 @@ class BigQueryOutboxStore:
                                    attempts))
         return PollResult(rows, int(backlog or 0), oldest, int(unfolded or 0))
 
+    @transient_retry
+    def _take_snapshot(self, reader: StorageReader, since: dt.datetime) -> Snapshot:
+        wanted = set(self.columns or self.spec.column_names)
+        wanted |= {"execution_id", self.spec.partition_field}
+        columns = [c for c in self.spec.column_names if c in wanted]
+        journal = reader.read(
+            self.journal, ["execution_id", "outcome"],
+            journal_restriction(self.journal, self.route, since),
+        )
+        rows = reader.read(self.spec, columns, log_restriction(self.spec, since))
+        return Snapshot(self.spec, rows, journal_state(journal), since)
+
     def record(self, entries: Sequence[JournalEntry]) -> None:
         if not entries:
             return
         now = self.clock()
-        rows = [
-            validate_row(
-                self.journal,
-                {
-                    "route": self.route,
-                    "execution_id": e.execution_id,
-                    "triggered_at": e.triggered_at,
-                    "outcome": e.outcome,
-                    "recorded_at": now,
-                    "message_id": e.message_id,
-                    "error": e.error,
-                    "relay_run_id": e.relay_run_id,
-                },
-            )
+        # Built here from typed entries, so the per-row validation is skipped;
+        # the error text is cut to the column's limit.
+        rows: list[Row] = [
+            {
+                "route": self.route,
+                "execution_id": e.execution_id,
+                "triggered_at": e.triggered_at,
+                "outcome": e.outcome,
+                "recorded_at": now,
+                **({"message_id": e.message_id} if e.message_id is not None else {}),
+                **({"error": e.error[:1000]} if e.error is not None else {}),
+                "relay_run_id": e.relay_run_id,
+            }
             for e in entries
         ]
         self._append(self.journal, rows)

@@ -2,8 +2,9 @@
 
 ``encode_scraper_complete_v1`` produces the platform's v1 event exactly (body
 and attributes, design notes §1). ``check_message`` enforces Pub/Sub's limits
-before anything is sent, so a row that can never be published is set aside
-by the relay instead of failing at Pub/Sub over and over.
+before anything is sent; every Publisher calls it, and the relay sets a row
+whose message fails it aside at once instead of failing at Pub/Sub over and
+over.
 """
 
 from __future__ import annotations
@@ -92,4 +93,6 @@ def encode_scraper_complete_v1(row: Row) -> Message:
     body = scraper_complete_v1_body(row)
     attributes = {name: str(body[name] or "") for name in V1_ATTRIBUTES}
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return check_message(Message(key=row["execution_id"], data=data, attributes=attributes))
+    # Every Publisher checks Pub/Sub's limits itself (check_message), so the
+    # encoder does not pay for it twice.
+    return Message(key=row["execution_id"], data=data, attributes=attributes)

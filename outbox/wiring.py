@@ -14,6 +14,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
+from outbox.bigquery_read import StorageReader
 from outbox.bigquery_store import BigQueryOutboxStore
 from outbox.bigquery_write import LegacyStreamingAppender, RowAppender, StorageWriteAppender
 from outbox.errors import ConfigError
@@ -22,6 +23,8 @@ from outbox.routes import ROUTES, Route
 from outbox.schema import check_project
 
 WriteMode = Literal["storage-write", "legacy-streaming"]
+ReadMode = Literal["storage-read", "query"]
+_GRPC_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Settings:
     bigquery_emulator_grpc: str | None = None
     pubsub_emulator: str | None = None
     write_mode: WriteMode = "storage-write"
+    read_mode: ReadMode = "storage-read"
     routes: tuple[Route, ...] = field(default=ROUTES)
 
     def __post_init__(self) -> None:
@@ -40,6 +44,10 @@ class Settings:
             raise ConfigError(
                 f"OUTBOX_WRITE_MODE must be storage-write or legacy-streaming, "
                 f"got {self.write_mode!r}"
+            )
+        if self.read_mode not in ("storage-read", "query"):
+            raise ConfigError(
+                f"OUTBOX_READ_MODE must be storage-read or query, got {self.read_mode!r}"
             )
 
     @classmethod
@@ -58,6 +66,7 @@ class Settings:
             bigquery_emulator_grpc=grpc,
             pubsub_emulator=env.get("PUBSUB_EMULATOR_HOST") or None,
             write_mode=env.get("OUTBOX_WRITE_MODE", "storage-write"),  # type: ignore[arg-type]
+            read_mode=env.get("OUTBOX_READ_MODE", "storage-read"),  # type: ignore[arg-type]
         )
 
     def route(self, name: str) -> Route:
@@ -89,11 +98,29 @@ def row_appender(settings: Settings, client: bigquery.Client) -> RowAppender:
             BigQueryWriteGrpcTransport,
         )
 
-        channel = grpc.insecure_channel(settings.bigquery_emulator_grpc)
+        channel = grpc.insecure_channel(settings.bigquery_emulator_grpc, options=_GRPC_OPTIONS)
         write = BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))
     else:
         write = BigQueryWriteClient()
     return StorageWriteAppender(write, settings.project)
+
+
+def storage_reader(settings: Settings) -> StorageReader | None:
+    if settings.read_mode == "query":
+        return None
+    from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+
+    if settings.bigquery_emulator_grpc:
+        import grpc
+        from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+            BigQueryReadGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(settings.bigquery_emulator_grpc, options=_GRPC_OPTIONS)
+        client = BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
+    else:
+        client = BigQueryReadClient()
+    return StorageReader(client, settings.project)
 
 
 @dataclass
@@ -103,16 +130,17 @@ class Wiring:
     settings: Settings
     bigquery: bigquery.Client
     appender: RowAppender
+    reader: StorageReader | None
 
     @classmethod
     def build(cls, settings: Settings) -> Wiring:
         client = bigquery_client(settings)
-        return cls(settings, client, row_appender(settings, client))
+        return cls(settings, client, row_appender(settings, client), storage_reader(settings))
 
     def store(self, route: Route) -> BigQueryOutboxStore:
         return BigQueryOutboxStore(
             self.bigquery, self.appender, route.table, route.name,
-            project=self.settings.project, columns=route.columns,
+            project=self.settings.project, columns=route.columns, reader=self.reader,
         )
 
     def publisher(self) -> PubSubPublisher:

@@ -187,26 +187,30 @@ class Relay:
         summary.seconds = round(self.monotonic() - started, 4)
         return summary
 
-    def _encode(self, rows: Sequence[PendingRow], batch: _Batch, run_id: str,
-                summary: RunSummary) -> list[tuple[PendingRow, Message]]:
+    def _encode(
+        self, rows: Sequence[PendingRow], batch: _Batch, summary: RunSummary
+    ) -> list[tuple[PendingRow, Message]]:
         good: list[tuple[PendingRow, Message]] = []
         for row in rows:
             try:
                 good.append((row, self.route.encoder(row.row)))
             except (InvalidMessage, KeyError, TypeError, ValueError) as exc:
-                summary.set_aside += 1
-                error = f"cannot encode: {type(exc).__name__}: {exc}"
-                batch.entries.append(
-                    JournalEntry(row.execution_id, row.triggered_at, "set_aside", run_id,
-                                 error=error[:1000])
-                )
-                log.error("row set aside", extra={"json_fields": {
-                    "route": self.route.name, "execution_id": row.execution_id, "error": error}})
+                self._set_aside(row, f"cannot encode: {type(exc).__name__}: {exc}", batch,
+                                summary)
         return good
+
+    def _set_aside(self, row: PendingRow, error: str, batch: _Batch,
+                   summary: RunSummary) -> None:
+        """Deterministic failures: no retry can help, so no attempts are spent."""
+        summary.set_aside += 1
+        batch.entries.append(JournalEntry(row.execution_id, row.triggered_at, "set_aside",
+                                          summary.run_id, error=error[:1000]))
+        log.error("row set aside", extra={"json_fields": {
+            "route": self.route.name, "execution_id": row.execution_id, "error": error}})
 
     def _publish(self, rows: Sequence[PendingRow], summary: RunSummary) -> _Batch:
         batch = _Batch()
-        todo = self._encode(rows, batch, summary.run_id, summary)
+        todo = self._encode(rows, batch, summary)
         for attempt in range(1, self.config.publish_attempts + 1):
             if not todo:
                 break
@@ -226,6 +230,8 @@ class Relay:
                     summary.publish_ages.append((now - row.triggered_at).total_seconds())
                 elif isinstance(outcome.error, TransientError):
                     retry.append((row, msg))
+                elif isinstance(outcome.error, InvalidMessage):
+                    self._set_aside(row, f"invalid message: {outcome.error}", batch, summary)
                 else:
                     self._permanent_failure(row, str(outcome.error), batch, summary)
             todo = retry

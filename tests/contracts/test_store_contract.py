@@ -25,7 +25,7 @@ SINCE = NOW - dt.timedelta(days=2)
 StoreFactory = Callable[[], OutboxStore]
 
 
-def _bigquery_factory(bq_emulator: Any, write_mode: str) -> StoreFactory:
+def _bigquery_factory(bq_emulator: Any, write_mode: str, read_mode: str) -> StoreFactory:
     from outbox.bigquery_tables import ensure_tables
     from outbox.wiring import Settings, Wiring
 
@@ -34,6 +34,7 @@ def _bigquery_factory(bq_emulator: Any, write_mode: str) -> StoreFactory:
         bigquery_emulator=bq_emulator.rest_url.removeprefix("http://"),
         bigquery_emulator_grpc=bq_emulator.grpc_endpoint,
         write_mode=write_mode,  # type: ignore[arg-type]
+        read_mode=read_mode,  # type: ignore[arg-type]
     )
     wiring = Wiring.build(settings)
 
@@ -44,7 +45,9 @@ def _bigquery_factory(bq_emulator: Any, write_mode: str) -> StoreFactory:
         log = SCRAPER_EXECUTION_LOG.with_location(dataset)
         journal = OUTBOX_JOURNAL.with_location(dataset)
         ensure_tables(wiring.bigquery, settings.project, [log, journal])
-        return BigQueryOutboxStore(wiring.bigquery, wiring.appender, log, "scrapers", journal)
+        return BigQueryOutboxStore(
+            wiring.bigquery, wiring.appender, log, "scrapers", journal, reader=wiring.reader
+        )
 
     return make
 
@@ -54,6 +57,7 @@ def _bigquery_factory(bq_emulator: Any, write_mode: str) -> StoreFactory:
         "memory",
         pytest.param("bigquery", marks=pytest.mark.emulator),
         pytest.param("bigquery-legacy", marks=pytest.mark.emulator),
+        pytest.param("bigquery-query", marks=pytest.mark.emulator),
     ]
 )
 def store_factory(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
@@ -61,8 +65,9 @@ def store_factory(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
         yield lambda: InMemoryOutboxStore()
         return
     bq = request.getfixturevalue("bq_emulator")
-    mode = "legacy-streaming" if request.param == "bigquery-legacy" else "storage-write"
-    yield _bigquery_factory(bq, mode)
+    write = "legacy-streaming" if request.param == "bigquery-legacy" else "storage-write"
+    read = "query" if request.param == "bigquery-query" else "storage-read"
+    yield _bigquery_factory(bq, write, read)
 
 
 @pytest.fixture
