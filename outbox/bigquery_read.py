@@ -73,10 +73,13 @@ class StorageReader:
                 max_stream_count=self.max_streams,
             )
             self.sessions += 1
+            schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
             batches: list[pa.RecordBatch] = []
             for stream in session.streams:
-                for page in self.client.read_rows(stream.name).rows(session).pages:
-                    batches.append(page.to_arrow())
+                for response in self.client.read_rows(stream.name):
+                    payload = response.arrow_record_batch.serialized_record_batch
+                    if payload:
+                        batches.append(pa.ipc.read_record_batch(pa.py_buffer(payload), schema))
         except gexc.GoogleAPICallError as exc:
             raise translate(exc, f"read {spec.dataset}.{spec.name}") from exc
         if not batches:

@@ -88,7 +88,7 @@ def _duration(value: str) -> dt.timedelta:
     return dt.timedelta(seconds=number * units[unit])
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType):  # type: ignore[type-arg]
     name = "duration"
 
     def convert(self, value: Any, param: click.Parameter | None,

@@ -81,7 +81,7 @@ def bigquery_client(settings: Settings) -> bigquery.Client:
     if settings.bigquery_emulator:
         return bigquery.Client(
             project=settings.project,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=f"http://{settings.bigquery_emulator}"),
         )
     return bigquery.Client(project=settings.project)
