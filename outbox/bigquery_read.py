@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from google.api_core import exceptions as gexc
 from google.cloud.bigquery_storage_v1 import BigQueryReadClient, types
 
@@ -108,8 +109,24 @@ def journal_state(table: pa.Table) -> _JournalState:
     return state
 
 
-def _to_utc(value: Any) -> Any:
-    return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _micros(value: dt.datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _column_values(table: pa.Table, name: str, kind: str) -> list[Any]:
+    """One column as Python values, converted column-wise (much faster than per cell)."""
+    col = table.column(name)
+    if kind == "TIMESTAMP":
+        return [None if v is None else _EPOCH + dt.timedelta(microseconds=v)
+                for v in pc.cast(col, pa.int64()).to_pylist()]
+    if kind == "JSON":
+        return [v if v is None or not isinstance(v, str | bytes) else orjson.loads(v)
+                for v in col.to_pylist()]
+    return list(col.to_pylist())
 
 
 class Snapshot:
@@ -119,30 +136,35 @@ class Snapshot:
                  since: dt.datetime) -> None:
         self.since = since
         self.spec = log
+        part = log.partition_field
         ids = rows.column("execution_id").to_pylist() if rows.num_rows else []
         keep = [i for i, eid in enumerate(ids)
                 if eid not in journal.journaled and eid not in journal.set_aside]
         self.unfolded = sum(1 for eid in ids if eid in journal.journaled)
         pending = rows.take(pa.array(keep, pa.int64())) if rows.num_rows else rows
         if pending.num_rows:
-            pending = pending.sort_by([(log.partition_field, "ascending"),
-                                       ("execution_id", "ascending")])
+            pending = pending.sort_by([(part, "ascending"), ("execution_id", "ascending")])
         self.table = pending
         self.attempts = journal.attempts
-        at = pending.column(log.partition_field).to_pylist() if pending.num_rows else []
-        eids = pending.column("execution_id").to_pylist() if pending.num_rows else []
-        self.keys: list[Cursor] = [(_to_utc(a), e) for a, e in zip(at, eids, strict=True)]
+        self._kinds = {c.name: c.type for c in log.columns}
+        if pending.num_rows:
+            at = pc.cast(pending.column(part), pa.int64()).to_pylist()
+            eids = pending.column("execution_id").to_pylist()
+        else:
+            at, eids = [], []
+        self.keys: list[tuple[int, str]] = list(zip(at, eids, strict=True))
 
     def page(self, limit: int, after: Cursor | None) -> PollResult:
-        start = 0 if after is None else bisect.bisect_right(self.keys, after)
-        chunk = self.table.slice(start, max(limit, 0)).to_pylist()
-        json_cols = {c.name for c in self.spec.columns if c.type == "JSON"}
+        start = 0 if after is None else bisect.bisect_right(self.keys, (_micros(after[0]),
+                                                                         after[1]))
+        chunk = self.table.slice(start, max(limit, 0))
+        columns = {name: _column_values(chunk, name, self._kinds.get(name, "STRING"))
+                   for name in chunk.column_names}
+        part = self.spec.partition_field
         rows = []
-        for raw in chunk:
-            row = {k: (json.loads(v) if k in json_cols and isinstance(v, str) else _to_utc(v))
-                   for k, v in raw.items() if v is not None}
+        for i in range(chunk.num_rows):
+            row = {name: values[i] for name, values in columns.items() if values[i] is not None}
             eid = row["execution_id"]
-            rows.append(PendingRow(eid, row[self.spec.partition_field], row,
-                                   self.attempts.get(eid, 0)))
-        oldest = self.keys[0][0] if self.keys else None
+            rows.append(PendingRow(eid, row[part], row, self.attempts.get(eid, 0)))
+        oldest = _EPOCH + dt.timedelta(microseconds=self.keys[0][0]) if self.keys else None
         return PollResult(rows, len(self.keys), oldest, self.unfolded)

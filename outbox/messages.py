@@ -10,9 +10,10 @@ over.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import orjson
 
 from outbox.errors import InvalidMessage
 from outbox.ports import Message
@@ -92,7 +93,7 @@ def scraper_complete_v1_body(row: Mapping[str, Any]) -> dict[str, Any]:
 def encode_scraper_complete_v1(row: Row) -> Message:
     body = scraper_complete_v1_body(row)
     attributes = {name: str(body[name] or "") for name in V1_ATTRIBUTES}
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    data = orjson.dumps(body)
     # Every Publisher checks Pub/Sub's limits itself (check_message), so the
     # encoder does not pay for it twice.
     return Message(key=row["execution_id"], data=data, attributes=attributes)
