@@ -24,7 +24,14 @@ from typing import Any
 
 from outbox.clock import Clock, utcnow
 from outbox.errors import ConfigError, InvalidMessage, MarkRefused, OutboxError, TransientError
-from outbox.ports import JournalEntry, Message, OutboxStore, PendingRow, Publisher
+from outbox.ports import (
+    JournalEntry,
+    Message,
+    OutboxStore,
+    PendingRow,
+    Publisher,
+    PublishOutcome,
+)
 from outbox.routes import Route
 
 log = logging.getLogger("relay")
@@ -93,7 +100,15 @@ class RunSummary:
 class _Batch:
     entries: list[JournalEntry] = field(default_factory=list)
     published: list[PendingRow] = field(default_factory=list)
-    transient: int = 0
+
+
+@dataclass
+class _InFlight:
+    size: int
+    batch: _Batch
+    todo: list[tuple[PendingRow, Message]]
+    sending: Future[tuple[list[PublishOutcome], float]] | None
+    unavailable: bool = False
 
 
 class Relay:
@@ -129,10 +144,10 @@ class Relay:
     def run_once(self, deadline: dt.timedelta | None = None) -> RunSummary:
         """Drain until nothing is pending or the deadline passes.
 
-        The next page is polled while the current one is published, and each
-        batch is journaled in the background while the next is published: at
-        most two batches are in flight, which bounds the duplicates a crash
-        can cause. The ``published`` flag is folded once, at the end.
+        A three-stage pipeline: while batch n is being published, batch n+1
+        is polled and encoded, and batch n-1 is journaled. At most three
+        batches are in flight, which bounds the duplicates a crash can cause.
+        The ``published`` flag is folded once, at the end.
         """
         started = self.monotonic()
         limit = (deadline or self.config.deadline).total_seconds()
@@ -140,8 +155,9 @@ class Relay:
         now = self.clock()
         since = self._since(now)
         fold_due = False
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay")
+        pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="relay")
         settling: Future[None] | None = None
+        inflight: _InFlight | None = None
         try:
             next_poll = pool.submit(self.store.poll, since, self.config.batch_size, None)
             while True:
@@ -161,14 +177,20 @@ class Relay:
                 next_poll = pool.submit(
                     self.store.poll, since, self.config.batch_size, poll.rows[-1].cursor
                 )
-                batch = self._publish(poll.rows, summary)
-                if settling is not None:
-                    settling.result()
-                settling = pool.submit(self._journal, batch, summary)
-                fold_due = fold_due or bool(batch.published)
-                if batch.transient and batch.transient == len(poll.rows):
+                staged = self._stage(poll.rows, summary, pool)
+                if inflight is not None:
+                    settling = self._complete(inflight, summary, pool, settling)
+                    fold_due = fold_due or bool(inflight.batch.published)
+                    if inflight.unavailable:
+                        summary.stopped = "publisher_unavailable"
+                        inflight = staged
+                        break
+                inflight = staged
+            if inflight is not None:
+                settling = self._complete(inflight, summary, pool, settling)
+                fold_due = fold_due or bool(inflight.batch.published)
+                if inflight.unavailable:
                     summary.stopped = "publisher_unavailable"
-                    break
             if settling is not None:
                 settling.result()
             if fold_due:
@@ -186,6 +208,27 @@ class Relay:
             pool.shutdown(wait=True, cancel_futures=True)
         summary.seconds = round(self.monotonic() - started, 4)
         return summary
+
+    def _timed_publish(self, messages: list[Message]) -> tuple[list[PublishOutcome], float]:
+        t0 = self.monotonic()
+        outcomes = self.publisher.publish(self.route.topic, messages)
+        return outcomes, self.monotonic() - t0
+
+    def _stage(self, rows: Sequence[PendingRow], summary: RunSummary,
+               pool: ThreadPoolExecutor) -> _InFlight:
+        """Encode a page and start publishing it in the background."""
+        batch = _Batch()
+        todo = self._encode(rows, batch, summary)
+        sending = pool.submit(self._timed_publish, [m for _, m in todo]) if todo else None
+        return _InFlight(len(rows), batch, todo, sending)
+
+    def _complete(self, inflight: _InFlight, summary: RunSummary, pool: ThreadPoolExecutor,
+                  settling: Future[None] | None) -> Future[None]:
+        """Collect a batch's outcomes, retry transient failures, then journal it."""
+        self._collect(inflight, summary)
+        if settling is not None:
+            settling.result()
+        return pool.submit(self._journal, inflight.batch, summary)
 
     def _encode(
         self, rows: Sequence[PendingRow], batch: _Batch, summary: RunSummary
@@ -208,15 +251,12 @@ class Relay:
         log.error("row set aside", extra={"json_fields": {
             "route": self.route.name, "execution_id": row.execution_id, "error": error}})
 
-    def _publish(self, rows: Sequence[PendingRow], summary: RunSummary) -> _Batch:
-        batch = _Batch()
-        todo = self._encode(rows, batch, summary)
+    def _collect(self, inflight: _InFlight, summary: RunSummary) -> None:
+        batch, todo = inflight.batch, inflight.todo
+        if inflight.sending is None:
+            return
+        outcomes, elapsed = inflight.sending.result()
         for attempt in range(1, self.config.publish_attempts + 1):
-            if not todo:
-                break
-            t0 = self.monotonic()
-            outcomes = self.publisher.publish(self.route.topic, [m for _, m in todo])
-            elapsed = self.monotonic() - t0
             now = self.clock()
             retry: list[tuple[PendingRow, Message]] = []
             for (row, msg), outcome in zip(todo, outcomes, strict=True):
@@ -235,15 +275,16 @@ class Relay:
                 else:
                     self._permanent_failure(row, str(outcome.error), batch, summary)
             todo = retry
-            if todo and attempt < self.config.publish_attempts:
-                self.sleep(self.config.retry_wait * 2 ** (attempt - 1))
-        batch.transient = len(todo)
+            if not todo or attempt == self.config.publish_attempts:
+                break
+            self.sleep(self.config.retry_wait * 2 ** (attempt - 1))
+            outcomes, elapsed = self._timed_publish([m for _, m in todo])
         summary.failed += len(todo)
+        inflight.unavailable = bool(todo) and len(todo) == inflight.size
         if todo:
             log.warning("publish failed transiently; rows stay pending", extra={"json_fields": {
                 "route": self.route.name, "count": len(todo),
                 "execution_ids": [r.execution_id for r, _ in todo[:20]]}})
-        return batch
 
     def _permanent_failure(self, row: PendingRow, error: str, batch: _Batch,
                            summary: RunSummary) -> None:
