@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
@@ -18,9 +18,13 @@ from outbox.bigquery_read import StorageReader
 from outbox.bigquery_store import BigQueryOutboxStore
 from outbox.bigquery_write import LegacyStreamingAppender, RowAppender, StorageWriteAppender
 from outbox.errors import ConfigError
+from outbox.ports import Publisher
 from outbox.pubsub_publisher import PubSubPublisher
 from outbox.routes import ROUTES, Route
 from outbox.schema import check_project
+
+if TYPE_CHECKING:
+    from relay.cycle import Relay, RelayConfig
 
 WriteMode = Literal["storage-write", "legacy-streaming"]
 ReadMode = Literal["storage-read", "query"]
@@ -145,3 +149,11 @@ class Wiring:
 
     def publisher(self) -> PubSubPublisher:
         return PubSubPublisher(self.settings.project)
+
+    def relay(
+        self, route: Route, config: RelayConfig | None = None, publisher: Publisher | None = None
+    ) -> Relay:
+        """The relay for ``route``; every door (HTTP, scheduler, CLI) builds it here."""
+        from relay.cycle import Relay
+
+        return Relay(route, self.store(route), publisher or self.publisher(), config)
