@@ -39,14 +39,14 @@ def timestamp_literal(value: dt.datetime) -> str:
 
 def log_restriction(log: TableSpec, since: dt.datetime) -> str:
     """Unpublished rows of the window; the partition column prunes partitions."""
-    return f"{log.partition_field} >= {timestamp_literal(since)} AND {PUBLISHED} IS NOT TRUE"
+    return f"{log.partition_column} >= {timestamp_literal(since)} AND {PUBLISHED} IS NOT TRUE"
 
 
 def journal_restriction(journal: TableSpec, route: str, since: dt.datetime) -> str:
     # The Read API takes no parameters; the route is a validated identifier,
     # so it cannot close the quote.
     route = check_identifier(route, "route")
-    return f"{journal.partition_field} >= {timestamp_literal(since)} AND route = '{route}'"
+    return f"{journal.partition_column} >= {timestamp_literal(since)} AND route = '{route}'"
 
 
 class StorageReader:
@@ -136,7 +136,7 @@ class Snapshot:
                  since: dt.datetime) -> None:
         self.since = since
         self.spec = log
-        part = log.partition_field
+        part = log.partition_column
         ids = rows.column("execution_id").to_pylist() if rows.num_rows else []
         keep = [i for i, eid in enumerate(ids)
                 if eid not in journal.journaled and eid not in journal.set_aside]
@@ -160,7 +160,7 @@ class Snapshot:
         chunk = self.table.slice(start, max(limit, 0))
         columns = {name: _column_values(chunk, name, self._kinds.get(name, "STRING"))
                    for name in chunk.column_names}
-        part = self.spec.partition_field
+        part = self.spec.partition_column
         rows = []
         for i in range(chunk.num_rows):
             row = {name: values[i] for name, values in columns.items() if values[i] is not None}

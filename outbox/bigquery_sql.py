@@ -49,7 +49,7 @@ def _journal_cte(project: str, journal: TableSpec) -> str:
     LOGICAL_OR(outcome = 'set_aside') AS set_aside,
     COUNTIF(outcome = 'failed') AS attempts
   FROM {table_ref(project, journal)}
-  WHERE {journal.partition_field} >= @since AND route = @route
+  WHERE {journal.partition_column} >= @since AND route = @route
   GROUP BY execution_id
 )"""
 
@@ -61,7 +61,7 @@ def _row_json(log: TableSpec, columns: Sequence[str] | None) -> str:
     several times faster than typed cells. Timestamps travel as UNIX micros,
     which BigQuery and bqemulator render the same way.
     """
-    wanted = set(columns or log.column_names) | {"execution_id", log.partition_field}
+    wanted = set(columns or log.column_names) | {"execution_id", log.partition_column}
     fields = []
     for col in log.columns:
         if col.name not in wanted:
@@ -89,7 +89,7 @@ def poll(
     the page is empty), so the relay learns the backlog, the oldest pending
     row and whether a fold is due without a second job.
     """
-    part = log.partition_field
+    part = log.partition_column
     wanted = set(columns or log.column_names) | {"execution_id", part}
     cols = ", ".join(f"l.{c}" for c in log.column_names if c in wanted)
     sql = f"""WITH {_journal_cte(project, journal)},
@@ -157,7 +157,7 @@ def mark_published(
     project: str, log: TableSpec, ids: Sequence[str], lo: dt.datetime, hi: dt.datetime
 ) -> Statement:
     """Flag a batch. The BETWEEN on the partition column prunes to the batch's days."""
-    part = log.partition_field
+    part = log.partition_column
     sql = f"""UPDATE {table_ref(project, log)}
 SET {PUBLISHED} = TRUE, {PUBLISHED_AT} = CURRENT_TIMESTAMP()
 WHERE {part} BETWEEN @lo AND @hi
@@ -177,14 +177,14 @@ def fold(
     project: str, log: TableSpec, journal: TableSpec, route: str, since: dt.datetime
 ) -> Statement:
     """Carry the journal's 'published' outcomes into the flag."""
-    part = log.partition_field
+    part = log.partition_column
     sql = f"""UPDATE {table_ref(project, log)}
 SET {PUBLISHED} = TRUE, {PUBLISHED_AT} = CURRENT_TIMESTAMP()
 WHERE {part} >= @since
   AND {PUBLISHED} IS NOT TRUE
   AND execution_id IN (
     SELECT execution_id FROM {table_ref(project, journal)}
-    WHERE {journal.partition_field} >= @since AND route = @route AND outcome = 'published'
+    WHERE {journal.partition_column} >= @since AND route = @route AND outcome = 'published'
   )"""
     return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route)))
 
@@ -192,7 +192,7 @@ WHERE {part} >= @since
 def set_aside(
     project: str, log: TableSpec, journal: TableSpec, route: str, since: dt.datetime
 ) -> Statement:
-    jt, part = table_ref(project, journal), journal.partition_field
+    jt, part = table_ref(project, journal), journal.partition_column
     sql = f"""WITH journal AS (
   SELECT execution_id,
     ANY_VALUE({part}) AS triggered_at,
@@ -213,7 +213,47 @@ SELECT j.execution_id, j.triggered_at, j.attempts, e.error AS last_error, j.set_
 FROM journal AS j
 JOIN {table_ref(project, log)} AS l ON l.execution_id = j.execution_id
 LEFT JOIN errors AS e ON e.execution_id = j.execution_id AND e.n = 1
-WHERE l.{log.partition_field} >= @since AND l.{PUBLISHED} IS NOT TRUE
+WHERE l.{log.partition_column} >= @since AND l.{PUBLISHED} IS NOT TRUE
   AND j.set_aside_at IS NOT NULL AND NOT j.journaled
 ORDER BY j.triggered_at, j.execution_id"""
     return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route)))
+
+
+def lease_seed(project: str, lease: TableSpec, route: str) -> Statement:
+    """Create the route's lease row if it is missing.
+
+    Two seeds racing can insert two rows; harmless, because acquire updates
+    every row of the route and succeeds only if all of them were free.
+    """
+    sql = f"""INSERT INTO {table_ref(project, lease)} (route)
+SELECT @route FROM UNNEST([1])
+WHERE NOT EXISTS (SELECT 1 FROM {table_ref(project, lease)} WHERE route = @route)"""
+    return Statement(sql, (Param("route", "STRING", route),))
+
+
+def lease_acquire(
+    project: str, lease: TableSpec, route: str, holder: str, ttl_seconds: int
+) -> Statement:
+    """Conditional UPDATE: BigQuery serialises mutations of one table, so of
+    two relays racing for a free lease exactly one sees its row change."""
+    sql = f"""UPDATE {table_ref(project, lease)}
+SET holder = @holder, acquired_at = CURRENT_TIMESTAMP(),
+  expires_at = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl SECOND)
+WHERE route = @route
+  AND (holder IS NULL OR holder = @holder OR expires_at IS NULL
+       OR expires_at < CURRENT_TIMESTAMP())"""
+    return Statement(
+        sql,
+        (
+            Param("route", "STRING", route),
+            Param("holder", "STRING", holder),
+            Param("ttl", "INT64", ttl_seconds),
+        ),
+    )
+
+
+def lease_release(project: str, lease: TableSpec, route: str, holder: str) -> Statement:
+    sql = f"""UPDATE {table_ref(project, lease)}
+SET holder = NULL, expires_at = NULL
+WHERE route = @route AND holder = @holder"""
+    return Statement(sql, (Param("route", "STRING", route), Param("holder", "STRING", holder)))

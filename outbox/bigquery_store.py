@@ -167,14 +167,14 @@ class BigQueryOutboxStore:
                 continue
             row = sqlgen.decode_row(self.spec, record["_row"])
             attempts = int(record["_attempts"] or 0)
-            rows.append(PendingRow(row["execution_id"], row[self.spec.partition_field], row,
+            rows.append(PendingRow(row["execution_id"], row[self.spec.partition_column], row,
                                    attempts))
         return PollResult(rows, int(backlog or 0), oldest, int(unfolded or 0))
 
     @transient_retry
     def _take_snapshot(self, reader: StorageReader, since: dt.datetime) -> Snapshot:
         wanted = set(self.columns or self.spec.column_names)
-        wanted |= {"execution_id", self.spec.partition_field}
+        wanted |= {"execution_id", self.spec.partition_column}
         columns = [c for c in self.spec.column_names if c in wanted]
         journal = reader.read(
             self.journal, ["execution_id", "outcome"],

@@ -26,12 +26,13 @@ def to_bigquery_table(project: str, spec: TableSpec) -> bigquery.Table:
         for c in spec.columns
     ]
     table = bigquery.Table(f"{project}.{spec.dataset}.{spec.name}", schema=schema)
-    table.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY,
-        field=spec.partition_field,
-        expiration_ms=spec.expiration_days * 86_400_000 if spec.expiration_days else None,
-    )
-    table.require_partition_filter = spec.require_partition_filter
+    if spec.partition_field is not None:
+        table.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY,
+            field=spec.partition_field,
+            expiration_ms=spec.expiration_days * 86_400_000 if spec.expiration_days else None,
+        )
+        table.require_partition_filter = spec.require_partition_filter
     if spec.clustering:
         table.clustering_fields = list(spec.clustering)
     table.description = spec.description or None

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from outbox import logs
 from outbox.errors import ConfigError, OutboxError
-from outbox.schema import OUTBOX_JOURNAL
+from outbox.schema import OUTBOX_JOURNAL, OUTBOX_LEASE
 from outbox.wiring import Settings, Wiring
 
 console = Console(stderr=False)
@@ -57,7 +57,7 @@ def init(ctx: click.Context) -> None:
     settings = _settings(ctx)
     wiring = Wiring.build(settings)
     try:
-        specs = [r.table for r in settings.routes] + [OUTBOX_JOURNAL]
+        specs = [r.table for r in settings.routes] + [OUTBOX_JOURNAL, OUTBOX_LEASE]
         made = ensure_tables(wiring.bigquery, settings.project, specs)
         topics = ensure_topics(settings.project, sorted({r.topic for r in settings.routes}))
     except OutboxError as exc:
@@ -111,7 +111,7 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 def relay_once(ctx: click.Context, route_name: str, batch_size: int, deadline: dt.timedelta,
                lookback: dt.timedelta, as_json: bool) -> None:
     """Drain one route once and print the run summary."""
-    from relay import Relay, RelayConfig
+    from relay import RelayConfig
 
     settings = _settings(ctx)
     try:
@@ -121,7 +121,7 @@ def relay_once(ctx: click.Context, route_name: str, batch_size: int, deadline: d
         wiring = Wiring.build(settings)
         publisher = wiring.publisher()
         try:
-            summary = Relay(route, wiring.store(route), publisher, config).run_once()
+            summary = wiring.relay(route, config, publisher).run_once()
         finally:
             publisher.close()
     except OutboxError as exc:

@@ -132,6 +132,30 @@ class OutboxStore(LogWriter, Protocol):
         ...
 
 
+class Lease(Protocol):
+    """At most one holder per route until the lease expires.
+
+    Why it exists: Cloud Scheduler can start a relay run while the previous
+    one is still going, and two runs would publish the same rows twice. The
+    lease makes overlap a skipped run instead. It expires on its own, so a
+    holder killed with ``kill -9`` blocks the route for at most ``ttl``.
+    """
+
+    def acquire(self, route: str, holder: str, ttl: dt.timedelta) -> bool:
+        """Take the lease if it is free, expired or already ours; True if we hold it.
+
+        Never raises for contention: a refused or conflicting statement means
+        False. Raises :class:`~outbox.errors.TransientError` when the store
+        cannot be reached, so the caller skips the run.
+        """
+        ...
+
+    def release(self, route: str, holder: str) -> None:
+        """Give the lease up if we hold it. Idempotent; failures are harmless
+        because the lease expires anyway."""
+        ...
+
+
 @dataclass(frozen=True)
 class Message:
     key: str

@@ -51,7 +51,7 @@ class TableSpec:
     dataset: str
     name: str
     columns: tuple[Column, ...]
-    partition_field: str
+    partition_field: str | None
     clustering: tuple[str, ...] = ()
     expiration_days: int | None = 90
     require_partition_filter: bool = True
@@ -64,11 +64,18 @@ class TableSpec:
         for col in self.columns:
             check_identifier(col.name, "column")
             self._by_name[col.name] = col
-        if self.partition_field not in self._by_name:
+        if self.partition_field is not None and self.partition_field not in self._by_name:
             raise ConfigError(f"{self.name}: partition column {self.partition_field!r} missing")
         for name in self.clustering:
             if name not in self._by_name:
                 raise ConfigError(f"{self.name}: clustering column {name!r} missing")
+
+    @property
+    def partition_column(self) -> str:
+        """The partition column of a table the outbox polls; those must have one."""
+        if self.partition_field is None:
+            raise ConfigError(f"{self.name} is not partitioned")
+        return self.partition_field
 
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name)
@@ -152,5 +159,22 @@ OUTBOX_JOURNAL = TableSpec(
         Column("message_id", "STRING", max_length=128),
         Column("error", "STRING", max_length=1000, truncate=True),
         Column("relay_run_id", "STRING", max_length=64),
+    ),
+)
+
+# One row per route: who may relay it until when. Tiny and unpartitioned; it is
+# only ever changed by conditional UPDATEs, which BigQuery serialises per table.
+OUTBOX_LEASE = TableSpec(
+    dataset="nba_orchestration",
+    name="outbox_lease",
+    partition_field=None,
+    expiration_days=None,
+    require_partition_filter=False,
+    description="Relay leases: at most one relay publishes a route at a time.",
+    columns=(
+        Column("route", "STRING", required=True, max_length=128),
+        Column("holder", "STRING", max_length=128),
+        Column("acquired_at", "TIMESTAMP"),
+        Column("expires_at", "TIMESTAMP"),
     ),
 )

@@ -77,7 +77,7 @@ class InMemoryOutboxStore:
         self.spec = spec
         self.columns = (
             None if columns is None
-            else set(columns) | {"execution_id", spec.partition_field}
+            else set(columns) | {"execution_id", spec.partition_column}
         )
         self.route = route
         self.clock = clock
@@ -294,3 +294,33 @@ class InMemoryPublisher:
             for s in self.sent:
                 out[s.message.key] = out.get(s.message.key, 0) + 1
             return out
+
+
+class InMemoryLease:
+    """A :class:`~outbox.ports.Lease` on a dict, with the clock injectable."""
+
+    def __init__(self, clock: Clock = utcnow) -> None:
+        self.clock = clock
+        self.holders: dict[str, tuple[str, dt.datetime]] = {}
+        self.refuse_next = 0
+        """The next N acquires meet a concurrent-update refusal (returns False)."""
+        self._lock = threading.Lock()
+
+    def acquire(self, route: str, holder: str, ttl: dt.timedelta) -> bool:
+        if ttl < dt.timedelta(0):
+            raise ValueError(f"lease ttl must not be negative, got {ttl}")
+        with self._lock:
+            if self.refuse_next > 0:
+                self.refuse_next -= 1
+                return False
+            now = self.clock()
+            current = self.holders.get(route)
+            if current is None or current[0] == holder or current[1] < now:
+                self.holders[route] = (holder, now + ttl)
+                return True
+            return False
+
+    def release(self, route: str, holder: str) -> None:
+        with self._lock:
+            if self.holders.get(route, ("", None))[0] == holder:
+                del self.holders[route]

@@ -14,6 +14,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
+from outbox.bigquery_lease import BigQueryLease
 from outbox.bigquery_read import StorageReader
 from outbox.bigquery_store import BigQueryOutboxStore
 from outbox.bigquery_write import LegacyStreamingAppender, RowAppender, StorageWriteAppender
@@ -156,4 +157,5 @@ class Wiring:
         """The relay for ``route``; every door (HTTP, scheduler, CLI) builds it here."""
         from relay.cycle import Relay
 
-        return Relay(route, self.store(route), publisher or self.publisher(), config)
+        lease = BigQueryLease(self.bigquery, self.settings.project)
+        return Relay(route, self.store(route), publisher or self.publisher(), config, lease)

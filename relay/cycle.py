@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ from outbox.clock import Clock, utcnow
 from outbox.errors import ConfigError, InvalidMessage, MarkRefused, OutboxError, TransientError
 from outbox.ports import (
     JournalEntry,
+    Lease,
     Message,
     OutboxStore,
     PendingRow,
@@ -35,6 +38,7 @@ from outbox.ports import (
 from outbox.routes import Route
 
 log = logging.getLogger("relay")
+_LEASE_MARGIN = dt.timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class RelayConfig:
     publish_attempts: int = 3
     """Tries per batch for messages that failed transiently."""
     retry_wait: float = 0.5
+    lease_ttl: dt.timedelta | None = None
+    """How long a run holds the route's lease; default: the run's deadline plus
+    60 s, so a run that dies blocks the route for about two scheduler ticks."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 10_000:
@@ -121,6 +128,7 @@ class Relay:
         store: OutboxStore,
         publisher: Publisher,
         config: RelayConfig | None = None,
+        lease: Lease | None = None,
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -129,6 +137,8 @@ class Relay:
         self.store = store
         self.publisher = publisher
         self.config = config or RelayConfig()
+        self.lease = lease
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
@@ -142,6 +152,32 @@ class Relay:
         return now - cfg.lookback
 
     def run_once(self, deadline: dt.timedelta | None = None) -> RunSummary:
+        """Drain the route under its lease; skip the run if another relay holds it."""
+        summary = RunSummary(route=self.route.name, run_id=uuid.uuid4().hex[:12])
+        if self.lease is None:
+            return self._drain(summary, deadline)
+        ttl = self.config.lease_ttl or (deadline or self.config.deadline) + _LEASE_MARGIN
+        try:
+            held = self.lease.acquire(self.route.name, self.holder, ttl)
+        except OutboxError as exc:
+            summary.stopped = f"error: lease unavailable: {exc}"
+            return summary
+        if not held:
+            summary.stopped = "lease_held"
+            log.info("another relay holds the lease; run skipped",
+                     extra={"json_fields": {"route": self.route.name, "run_id": summary.run_id}})
+            return summary
+        # Released on return or on an ordinary exception. A process that dies
+        # (kill -9, or a BaseException such as SimulatedCrash) leaves it to expire.
+        try:
+            self._drain(summary, deadline)
+        except Exception:
+            self.lease.release(self.route.name, self.holder)
+            raise
+        self.lease.release(self.route.name, self.holder)
+        return summary
+
+    def _drain(self, summary: RunSummary, deadline: dt.timedelta | None) -> RunSummary:
         """Drain until nothing is pending or the deadline passes.
 
         A three-stage pipeline: while batch n is being published, batch n+1
@@ -151,7 +187,6 @@ class Relay:
         """
         started = self.monotonic()
         limit = (deadline or self.config.deadline).total_seconds()
-        summary = RunSummary(route=self.route.name, run_id=uuid.uuid4().hex[:12])
         now = self.clock()
         since = self._since(now)
         fold_due = False
