@@ -37,7 +37,7 @@ from outbox.pubsub_publisher import PubSubPublisher
 from outbox.routes import Route
 from outbox.rows import validate_row
 from outbox.samples import scraper_rows
-from outbox.schema import OUTBOX_JOURNAL, SCRAPER_EXECUTION_LOG
+from outbox.schema import OUTBOX_JOURNAL, OUTBOX_RUNS, SCRAPER_EXECUTION_LOG
 from outbox.wiring import Settings, Wiring
 from relay import Relay, RelayConfig
 
@@ -60,7 +60,8 @@ class Bench:
         dataset = f"bench_{uuid.uuid4().hex[:10]}"
         log = SCRAPER_EXECUTION_LOG.with_location(dataset)
         journal = OUTBOX_JOURNAL.with_location(dataset)
-        ensure_tables(self.wiring.bigquery, PROJECT, [log, journal])
+        ensure_tables(self.wiring.bigquery, PROJECT,
+                      [log, journal, OUTBOX_RUNS.with_location(dataset)])
         store = BigQueryOutboxStore(
             self.wiring.bigquery, self.wiring.appender, log, "scrapers", journal,
             columns=V1_COLUMNS, reader=self.wiring.reader,

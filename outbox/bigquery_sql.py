@@ -257,3 +257,23 @@ def lease_release(project: str, lease: TableSpec, route: str, holder: str) -> St
 SET holder = NULL, expires_at = NULL
 WHERE route = @route AND holder = @holder"""
     return Statement(sql, (Param("route", "STRING", route), Param("holder", "STRING", holder)))
+
+
+def published_count(
+    project: str, journal: TableSpec, route: str, since: dt.datetime, recorded_after: dt.datetime
+) -> Statement:
+    sql = f"""SELECT COUNT(DISTINCT execution_id) AS n
+FROM {table_ref(project, journal)}
+WHERE {journal.partition_column} >= @since AND route = @route
+  AND outcome = 'published' AND recorded_at >= @recorded_after"""
+    return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route),
+                           Param("recorded_after", "TIMESTAMP", recorded_after)))
+
+
+def last_run(project: str, runs: TableSpec, route: str, since: dt.datetime) -> Statement:
+    sql = f"""SELECT run_id, finished_at, stopped, TO_JSON_STRING(summary) AS summary
+FROM {table_ref(project, runs)}
+WHERE {runs.partition_column} >= @since AND route = @route
+ORDER BY finished_at DESC
+LIMIT 1"""
+    return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route)))

@@ -8,6 +8,7 @@ is one query job, each mark or fold one DML job; appends go through a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from outbox.clock import Clock, utcnow
 from outbox.errors import MarkRefused, TransientError
 from outbox.ports import Cursor, JournalEntry, PendingRow, PollResult, SetAsideRow
 from outbox.rows import Row, validate_row
-from outbox.schema import OUTBOX_JOURNAL, PUBLISHED, TableSpec, check_identifier
+from outbox.schema import OUTBOX_JOURNAL, OUTBOX_RUNS, PUBLISHED, TableSpec, check_identifier
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -88,6 +89,7 @@ class BigQueryOutboxStore:
         spec: TableSpec,
         route: str,
         journal: TableSpec = OUTBOX_JOURNAL,
+        runs: TableSpec | None = None,
         project: str | None = None,
         max_bytes_billed: int | None = 10 * 1024**3,
         clock: Clock = utcnow,
@@ -99,6 +101,7 @@ class BigQueryOutboxStore:
         self.spec = spec
         self.route = check_identifier(route, "route")
         self.journal = journal
+        self.runs = runs or OUTBOX_RUNS.with_location(journal.dataset)
         self.project = project or client.project
         self.max_bytes_billed = max_bytes_billed
         self.clock = clock
@@ -230,3 +233,24 @@ class BigQueryOutboxStore:
                         r["last_error"], r["set_aside_at"])
             for r in job.result()
         ]
+
+    def published_count(self, since: dt.datetime, recorded_after: dt.datetime) -> int:
+        stmt = sqlgen.published_count(self.project, self.journal, self.route, since,
+                                      recorded_after)
+        job = self._run(stmt, "count published rows")
+        return int(next(iter(job.result()))["n"] or 0)
+
+    def record_run(self, run_id: str, stopped: str, summary: Mapping[str, Any]) -> None:
+        row = validate_row(self.runs, {"route": self.route, "run_id": run_id,
+                                       "finished_at": self.clock(), "stopped": stopped,
+                                       "summary": dict(summary)})
+        self._append(self.runs, [row])
+
+    def last_run(self, since: dt.datetime) -> Mapping[str, Any] | None:
+        job = self._run(sqlgen.last_run(self.project, self.runs, self.route, since),
+                        "read the last relay run")
+        for record in job.result():
+            summary = json.loads(record["summary"]) if record["summary"] else {}
+            return {"run_id": record["run_id"], "finished_at": record["finished_at"],
+                    "stopped": record["stopped"], "summary": summary}
+        return None

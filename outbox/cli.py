@@ -17,7 +17,7 @@ from rich.table import Table
 
 from outbox import logs
 from outbox.errors import ConfigError, OutboxError
-from outbox.schema import OUTBOX_JOURNAL, OUTBOX_LEASE
+from outbox.schema import OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS
 from outbox.wiring import Settings, Wiring
 
 console = Console(stderr=False)
@@ -57,7 +57,7 @@ def init(ctx: click.Context) -> None:
     settings = _settings(ctx)
     wiring = Wiring.build(settings)
     try:
-        specs = [r.table for r in settings.routes] + [OUTBOX_JOURNAL, OUTBOX_LEASE]
+        specs = [r.table for r in settings.routes] + [OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS]
         made = ensure_tables(wiring.bigquery, settings.project, specs)
         topics = ensure_topics(settings.project, sorted({r.topic for r in settings.routes}))
     except OutboxError as exc:

@@ -131,6 +131,19 @@ class OutboxStore(LogWriter, Protocol):
         """Rows the relay gave up on, with their last error."""
         ...
 
+    def published_count(self, since: dt.datetime, recorded_after: dt.datetime) -> int:
+        """Rows journaled as published after ``recorded_after``, among rows
+        with ``triggered_at >= since`` (the partition filter)."""
+        ...
+
+    def record_run(self, run_id: str, stopped: str, summary: Mapping[str, Any]) -> None:
+        """Append one relay run's summary. Raises TransientError on failure."""
+        ...
+
+    def last_run(self, since: dt.datetime) -> Mapping[str, Any] | None:
+        """The newest run summary finished after ``since``, or None."""
+        ...
+
 
 class Lease(Protocol):
     """At most one holder per route until the lease expires.

@@ -178,3 +178,20 @@ OUTBOX_LEASE = TableSpec(
         Column("expires_at", "TIMESTAMP"),
     ),
 )
+
+# One row per relay run, appended at its end: what `outbox status` shows as the
+# last run, and the history an operator reads when a backlog grows.
+OUTBOX_RUNS = TableSpec(
+    dataset="nba_orchestration",
+    name="outbox_relay_runs",
+    partition_field="finished_at",
+    clustering=("route",),
+    description="Summaries of relay runs.",
+    columns=(
+        Column("route", "STRING", required=True, max_length=128),
+        Column("run_id", "STRING", required=True, max_length=64),
+        Column("finished_at", "TIMESTAMP", required=True),
+        Column("stopped", "STRING", max_length=1000, truncate=True),
+        Column("summary", "JSON"),
+    ),
+)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class InMemoryOutboxStore:
         self.faults = faults or StoreFaults()
         self.rows: list[Row] = []
         self.journal: list[tuple[JournalEntry, dt.datetime]] = []
+        self.runs: list[dict[str, Any]] = []
         self.jobs = 0
         self._lock = threading.RLock()
 
@@ -215,6 +217,28 @@ class InMemoryOutboxStore:
                                 j["set_aside"])
                 )
             return sorted(out, key=lambda s: (s.triggered_at, s.execution_id))
+
+    def published_count(self, since: dt.datetime, recorded_after: dt.datetime) -> int:
+        with self._lock:
+            self.jobs += 1
+            return len({e.execution_id for e, at in self.journal
+                        if e.outcome == "published" and e.triggered_at >= since
+                        and at >= recorded_after})
+
+    def record_run(self, run_id: str, stopped: str, summary: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self.faults.fail_records > 0:
+                self.faults.fail_records -= 1
+                raise TransientError("injected: run record failed")
+            self.runs.append({"run_id": run_id, "finished_at": self.clock(),
+                              "stopped": stopped, "summary": json.loads(json.dumps(
+                                  dict(summary), default=str))})
+
+    def last_run(self, since: dt.datetime) -> Mapping[str, Any] | None:
+        with self._lock:
+            self.jobs += 1
+            recent = [r for r in self.runs if r["finished_at"] >= since]
+            return max(recent, key=lambda r: r["finished_at"]) if recent else None
 
     # -- helpers for tests ------------------------------------------------
     def published_ids(self) -> set[str]:

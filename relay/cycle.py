@@ -242,6 +242,11 @@ class Relay:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         summary.seconds = round(self.monotonic() - started, 4)
+        try:
+            self.store.record_run(summary.run_id, summary.stopped, summary.as_dict())
+        except OutboxError as exc:
+            log.warning("run summary not recorded", extra={"json_fields": {
+                "route": self.route.name, "run_id": summary.run_id, "error": str(exc)}})
         return summary
 
     def _timed_publish(self, messages: list[Message]) -> tuple[list[PublishOutcome], float]:

@@ -63,7 +63,7 @@ def _stack(bq: Any, ps: Any, dataset: str) -> tuple[Any, Any, Route]:
     from outbox.bigquery_lease import BigQueryLease
     from outbox.bigquery_store import BigQueryOutboxStore
     from outbox.bigquery_tables import ensure_tables
-    from outbox.schema import OUTBOX_JOURNAL, OUTBOX_LEASE
+    from outbox.schema import OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS
     from outbox.wiring import Settings, Wiring
 
     settings = Settings(project=bq.project, bigquery_emulator=bq.rest_url.removeprefix("http://"),
@@ -72,7 +72,8 @@ def _stack(bq: Any, ps: Any, dataset: str) -> tuple[Any, Any, Route]:
     log = SCRAPER_COMPLETE.table.with_location(dataset)
     journal, lease_table = (OUTBOX_JOURNAL.with_location(dataset),
                             OUTBOX_LEASE.with_location(dataset))
-    ensure_tables(wiring.bigquery, settings.project, [log, journal, lease_table])
+    ensure_tables(wiring.bigquery, settings.project,
+                  [log, journal, lease_table, OUTBOX_RUNS.with_location(dataset)])
     store = BigQueryOutboxStore(wiring.bigquery, wiring.appender, log, "scrapers", journal,
                                 columns=SCRAPER_COMPLETE.columns, reader=wiring.reader)
     lease = BigQueryLease(wiring.bigquery, settings.project, lease_table)

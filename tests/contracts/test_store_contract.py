@@ -16,7 +16,7 @@ import pytest
 from outbox.errors import InvalidRow
 from outbox.ports import JournalEntry, OutboxStore, PendingRow
 from outbox.samples import scraper_row, scraper_rows
-from outbox.schema import OUTBOX_JOURNAL, SCRAPER_EXECUTION_LOG
+from outbox.schema import OUTBOX_JOURNAL, OUTBOX_RUNS, SCRAPER_EXECUTION_LOG
 from outbox.testing import InMemoryOutboxStore
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -44,7 +44,8 @@ def _bigquery_factory(bq_emulator: Any, write_mode: str, read_mode: str) -> Stor
         dataset = f"contract_{uuid.uuid4().hex[:10]}"
         log = SCRAPER_EXECUTION_LOG.with_location(dataset)
         journal = OUTBOX_JOURNAL.with_location(dataset)
-        ensure_tables(wiring.bigquery, settings.project, [log, journal])
+        runs = OUTBOX_RUNS.with_location(dataset)
+        ensure_tables(wiring.bigquery, settings.project, [log, journal, runs])
         return BigQueryOutboxStore(
             wiring.bigquery, wiring.appender, log, "scrapers", journal, reader=wiring.reader
         )
@@ -160,3 +161,22 @@ def test_failures_count_attempts_and_set_aside_rows_leave_the_poll(store: Outbox
         (b.execution_id, 1, "too big")
     ]
     assert aside[0].set_aside_at is not None
+
+
+def test_published_count_counts_journaled_rows_once(store: OutboxStore) -> None:
+    store.append(scraper_rows(3, seed=7, now=NOW))
+    rows = store.poll(SINCE, 10).rows
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    store.record([entry(rows[0], "published"), entry(rows[1], "published"),
+                  entry(rows[1], "published"), entry(rows[2], "failed", "x")])
+    assert store.published_count(SINCE, before) == 2
+    assert store.published_count(SINCE, dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)) == 0
+
+
+def test_the_last_run_is_the_newest_recorded(store: OutboxStore) -> None:
+    assert store.last_run(SINCE) is None
+    store.record_run("run-1", "drained", {"published": 1})
+    store.record_run("run-2", "deadline", {"published": 7, "when": NOW.isoformat()})
+    last = store.last_run(SINCE)
+    assert last is not None and last["run_id"] == "run-2" and last["stopped"] == "deadline"
+    assert last["summary"]["published"] == 7
