@@ -6,16 +6,19 @@ reads ``publisher.sent``; the Pub/Sub adapter runs against Google's emulator,
 with a pull subscription per topic. A double that diverges from the real
 adapter fails here.
 
-The second half unit-tests the adapter's error translation without a network.
+The second half unit-tests the adapter without a network: its error
+translation, and its requests, retries and timeouts against a fake GAPIC layer.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import grpc
@@ -24,6 +27,8 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.publisher import exceptions as pub_exc
+from google.pubsub_v1.types import PublishRequest
+from tenacity import wait_fixed
 
 from outbox.errors import (
     ConfigError,
@@ -33,7 +38,7 @@ from outbox.errors import (
     TransientError,
 )
 from outbox.ports import Message, Publisher
-from outbox.pubsub_publisher import PubSubPublisher, translate_error
+from outbox.pubsub_publisher import DEFAULT_MAX_BYTES, PubSubPublisher, translate_error
 from outbox.testing import InMemoryPublisher
 
 
@@ -238,6 +243,18 @@ def test_a_message_pubsub_would_refuse_fails_alone(
     assert len(backend.received(topic, 2)) == 2
 
 
+def test_attribute_names_like_client_parameters_arrive_intact(
+    backend: Backend, publisher: Publisher
+) -> None:
+    """Attributes are a map in the Publish RPC: "timeout" is just a name."""
+    topic = backend.new_topic()
+    attributes = {"timeout": "5", "retry": "no", "data": "x", "topic": "t"}
+    [outcome] = publisher.publish(topic, [Message("t", b"body", attributes)])
+    assert outcome.ok, outcome
+    [got] = backend.received(topic, 1)
+    assert got.attributes == attributes
+
+
 # -- PubSubPublisher without a network ---------------------------------------
 
 
@@ -304,26 +321,57 @@ def test_translate_error_passes_project_errors_through() -> None:
     assert translate_error(err) is err
 
 
-class FakeClient:
-    """Stands in for ``PublisherClient``: each publish returns a scripted future."""
+Step = BaseException | threading.Event
+"""What the fake does on one call: raise the error, or wait for the event first."""
 
-    def __init__(self, script: list[BaseException | str | None]) -> None:
-        self.script = script
-        self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
+
+@dataclass
+class Call:
+    request: Any  # the raw PublishRequest protobuf
+    retry: Any
+    timeout: float
+    thread: threading.Thread
+
+
+class FakeApi:
+    """Stands in for the GAPIC layer: ``publish(request=..., retry=..., timeout=...)``.
+
+    Requests are told apart by their first message's data, since the pool sends
+    them concurrently: ``steps[data]`` lists what successive calls for that
+    request do; once used up (or when absent), a call succeeds with the ids
+    ``"id:" + data`` of its messages.
+    """
+
+    def __init__(self, steps: dict[bytes, list[Step]] | None = None) -> None:
+        self.steps = steps or {}
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+
+    def publish(self, *, request: Any, retry: Any, timeout: float) -> SimpleNamespace:
+        pb = PublishRequest.pb(request)
+        with self._lock:
+            self.calls.append(Call(pb, retry, timeout, threading.current_thread()))
+            todo = self.steps.get(pb.messages[0].data, [])
+            step = todo.pop(0) if todo else None
+        if isinstance(step, threading.Event):
+            step.wait(10)
+        elif step is not None:
+            raise step
+        return SimpleNamespace(message_ids=[f"id:{m.data.decode()}" for m in pb.messages])
+
+    def calls_for(self, data: bytes) -> list[Call]:
+        return [c for c in self.calls if c.request.messages[0].data == data]
+
+
+class FakeClient:
+    """Stands in for ``PublisherClient``: ``topic_path``, ``api`` and ``stop``."""
+
+    def __init__(self, steps: dict[bytes, list[Step]] | None = None) -> None:
+        self.api = FakeApi(steps)
         self.stops = 0
 
     def topic_path(self, project: str, topic: str) -> str:
         return f"projects/{project}/topics/{topic}"
-
-    def publish(self, topic: str, data: bytes, **kwargs: Any) -> concurrent.futures.Future[str]:
-        self.sent.append((topic, data, kwargs))
-        future: concurrent.futures.Future[str] = concurrent.futures.Future()
-        result = self.script.pop(0)
-        if isinstance(result, BaseException):
-            future.set_exception(result)
-        elif result is not None:  # None: never completes
-            future.set_result(result)
-        return future
 
     def stop(self) -> None:
         self.stops += 1
@@ -331,47 +379,128 @@ class FakeClient:
             raise RuntimeError("Cannot stop a publisher already stopped.")
 
 
-def test_permission_denied_raises_instead_of_failing_each_message() -> None:
-    client = FakeClient(["1", gexc.PermissionDenied("denied")])
-    with pytest.raises(ConfigError, match="projects/p/topics/t"):
-        PubSubPublisher("p", client).publish("t", [msg("a"), msg("b")])
+@pytest.fixture
+def make_publisher() -> Iterator[Callable[..., PubSubPublisher]]:
+    """Builds publishers on a fake client that do not sleep between attempts."""
+    made: list[PubSubPublisher] = []
+
+    def make(client: FakeClient, **kwargs: Any) -> PubSubPublisher:
+        kwargs.setdefault("retry_wait", wait_fixed(0.01))
+        made.append(PubSubPublisher("p", client, **kwargs))
+        return made[-1]
+
+    yield make
+    for publisher in made:
+        publisher.close()
 
 
-def test_an_unresolved_future_is_transient_after_the_timeout() -> None:
-    client = FakeClient(["1", None, gexc.ServiceUnavailable("down")])
+def test_a_transient_error_is_retried_and_then_succeeds(
+    make_publisher: Callable[..., PubSubPublisher],
+) -> None:
+    client = FakeClient({b"body of a": [gexc.ServiceUnavailable("down")]})
+    outcomes = make_publisher(client, timeout=7).publish("t", [msg("a"), msg("b")])
+    assert [o.message_id for o in outcomes] == ["id:body of a", "id:body of b"]
+    calls = client.api.calls
+    assert len(calls) == 2
+    assert calls[0].request == calls[1].request
+    assert all(c.request.topic == "projects/p/topics/t" for c in calls)
+    # The library must not retry underneath, and no attempt may outlast the call.
+    assert all(c.retry is None and 0 < c.timeout <= 7 for c in calls)
+
+
+def test_a_permanent_error_fails_its_request_and_is_not_retried(
+    make_publisher: Callable[..., PubSubPublisher],
+) -> None:
+    client = FakeClient({b"body of a": [gexc.InvalidArgument("Some messages are empty")]})
+    publisher = make_publisher(client, max_messages=2)
+    outcomes = publisher.publish("t", [msg("a"), msg("b"), msg("c")])
+    assert [type(o.error) for o in outcomes] == [InvalidMessage, InvalidMessage, type(None)]
+    assert outcomes[2].message_id == "id:body of c"
+    assert len(client.api.calls_for(b"body of a")) == 1
+
+
+def test_transient_errors_are_retried_only_until_the_timeout(
+    make_publisher: Callable[..., PubSubPublisher],
+) -> None:
+    client = FakeClient({b"body of a": [gexc.ServiceUnavailable("down")] * 1000})
     started = time.monotonic()
-    outcomes = PubSubPublisher("p", client, timeout=0.2).publish(
-        "t", [msg("a"), msg("b"), msg("c")]
-    )
+    [outcome] = make_publisher(client, timeout=0.3).publish("t", [msg("a")])
+    assert time.monotonic() - started < 1.5
+    assert isinstance(outcome.error, TransientError)
+    assert isinstance(outcome.error.__cause__, gexc.ServiceUnavailable)
+    assert 2 <= len(client.api.calls) < 1000
+
+
+def test_permission_denied_raises_instead_of_failing_each_message(
+    make_publisher: Callable[..., PubSubPublisher],
+) -> None:
+    client = FakeClient({b"body of b": [gexc.PermissionDenied("denied")]})
+    publisher = make_publisher(client, max_messages=1)
+    with pytest.raises(ConfigError, match="projects/p/topics/t"):
+        publisher.publish("t", [msg("a"), msg("b"), msg("c")])
+    assert len(client.api.calls_for(b"body of b")) == 1
+    assert len(client.api.calls) == 3  # the other requests still ran to the end
+
+
+def test_a_request_without_an_answer_is_transient_after_the_timeout(
+    make_publisher: Callable[..., PubSubPublisher],
+) -> None:
+    hang = threading.Event()
+    client = FakeClient({b"body of b": [hang]})
+    publisher = make_publisher(client, max_messages=1, timeout=0.2)
+    started = time.monotonic()
+    try:
+        outcomes = publisher.publish("t", [msg("a"), msg("b"), msg("c")])
+    finally:
+        hang.set()
     assert time.monotonic() - started < 2
-    assert outcomes[0].message_id == "1"
+    assert outcomes[0].message_id == "id:body of a"
     assert isinstance(outcomes[1].error, TransientError)
-    assert isinstance(outcomes[2].error, TransientError)
+    assert outcomes[2].message_id == "id:body of c"
 
 
-def test_reserved_attribute_names_are_refused_before_sending() -> None:
-    client = FakeClient(["1"])
-    outcomes = PubSubPublisher("p", client).publish("t", [msg("a", retry="3"), msg("b")])
-    assert isinstance(outcomes[0].error, InvalidMessage)
-    assert outcomes[1].message_id == "1"
-    assert [data for _, data, _ in client.sent] == [b"body of b"]
+@pytest.mark.parametrize("max_bytes", [DEFAULT_MAX_BYTES, 100_000])
+def test_a_large_call_is_split_into_bounded_requests_in_input_order(
+    make_publisher: Callable[..., PubSubPublisher], max_bytes: int
+) -> None:
+    client = FakeClient()
+    messages = [msg(f"k{i:04}", f"{i:04}".encode() * 50, n=str(i)) for i in range(2500)]
+    outcomes = make_publisher(client, max_bytes=max_bytes).publish("t", messages)
+    assert [o.key for o in outcomes] == [m.key for m in messages]
+    assert [o.message_id for o in outcomes] == [f"id:{m.data.decode()}" for m in messages]
+    requests = sorted((c.request for c in client.api.calls), key=lambda r: r.messages[0].data)
+    assert all(len(r.messages) <= 1000 and r.ByteSize() <= max_bytes for r in requests)
+    if max_bytes == DEFAULT_MAX_BYTES:
+        assert [len(r.messages) for r in requests] == [1000, 1000, 500]
+    else:
+        assert len(requests) > 3  # split by size: each request full up to one message
+        assert all(r.ByteSize() > max_bytes - r.messages[0].ByteSize() - 3 for r in requests[:-1])
+    sent = [(m.data, dict(m.attributes)) for r in requests for m in r.messages]
+    assert sent == [(m.data, dict(m.attributes)) for m in messages]
 
 
-def test_the_bounded_retry_and_timeout_go_with_every_publish() -> None:
-    client = FakeClient(["1"])
-    PubSubPublisher("p", client, timeout=7).publish("t", [msg("a", status="ok")])
-    [(topic, _, kwargs)] = client.sent
-    assert topic == "projects/p/topics/t"
-    assert kwargs["timeout"] == 7
-    assert kwargs["retry"].timeout == 7
-    assert kwargs["status"] == "ok"
+def test_an_invalid_message_is_never_sent(make_publisher: Callable[..., PubSubPublisher]) -> None:
+    client = FakeClient()
+    outcomes = make_publisher(client).publish(
+        "t", [msg("a"), Message("empty", b""), msg("b", goog_x="reserved prefix")]
+    )
+    assert outcomes[0].message_id == "id:body of a"
+    assert isinstance(outcomes[1].error, InvalidMessage)
+    assert isinstance(outcomes[2].error, InvalidMessage)
+    [call] = client.api.calls
+    assert [m.data for m in call.request.messages] == [b"body of a"]
 
 
-def test_close_stops_the_client_once_and_refuses_further_publishes() -> None:
-    client = FakeClient([])
-    publisher = PubSubPublisher("p", client)
+def test_close_stops_the_pool_and_the_client_once_and_refuses_further_publishes(
+    make_publisher: Callable[..., PubSubPublisher],
+) -> None:
+    client = FakeClient()
+    publisher = make_publisher(client, max_messages=1)
+    publisher.publish("t", [msg("a"), msg("b"), msg("c")])
+    threads = {c.thread for c in client.api.calls}
     publisher.close()
     publisher.close()
     assert client.stops == 1
+    assert not any(t.is_alive() for t in threads)  # the pool's workers have exited
     with pytest.raises(RuntimeError):
         publisher.publish("t", [msg("a")])
