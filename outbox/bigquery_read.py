@@ -97,15 +97,16 @@ class _JournalState:
 
 def journal_state(table: pa.Table) -> _JournalState:
     state = _JournalState(set(), set(), {})
-    ids = table.column("execution_id").to_pylist()
+    id_lists = table.column("execution_ids").to_pylist()
     outcomes = table.column("outcome").to_pylist()
-    for eid, outcome in zip(ids, outcomes, strict=True):
+    for ids, outcome in zip(id_lists, outcomes, strict=True):
         if outcome == "published":
-            state.journaled.add(eid)
+            state.journaled.update(ids or ())
         elif outcome == "set_aside":
-            state.set_aside.add(eid)
+            state.set_aside.update(ids or ())
         else:
-            state.attempts[eid] = state.attempts.get(eid, 0) + 1
+            for eid in ids or ():
+                state.attempts[eid] = state.attempts.get(eid, 0) + 1
     return state
 
 

@@ -42,14 +42,23 @@ def table_ref(project: str, spec: TableSpec) -> str:
     return f"`{check_project(project)}.{spec.dataset}.{spec.name}`"
 
 
+def _entries_cte(project: str, journal: TableSpec) -> str:
+    """The journal flattened to one row per (execution_id, outcome)."""
+    return f"""entries AS (
+  SELECT id AS execution_id, je.outcome, je.recorded_at, je.error
+  FROM {table_ref(project, journal)} AS je, UNNEST(je.execution_ids) AS id
+  WHERE je.{journal.partition_column} >= @since AND je.route = @route
+)"""
+
+
 def _journal_cte(project: str, journal: TableSpec) -> str:
-    return f"""journal AS (
+    return f"""{_entries_cte(project, journal)},
+journal AS (
   SELECT execution_id,
     LOGICAL_OR(outcome = 'published') AS journaled,
     LOGICAL_OR(outcome = 'set_aside') AS set_aside,
     COUNTIF(outcome = 'failed') AS attempts
-  FROM {table_ref(project, journal)}
-  WHERE {journal.partition_column} >= @since AND route = @route
+  FROM entries
   GROUP BY execution_id
 )"""
 
@@ -183,8 +192,9 @@ SET {PUBLISHED} = TRUE, {PUBLISHED_AT} = CURRENT_TIMESTAMP()
 WHERE {part} >= @since
   AND {PUBLISHED} IS NOT TRUE
   AND execution_id IN (
-    SELECT execution_id FROM {table_ref(project, journal)}
-    WHERE {journal.partition_column} >= @since AND route = @route AND outcome = 'published'
+    SELECT id FROM {table_ref(project, journal)} AS je, UNNEST(je.execution_ids) AS id
+    WHERE je.{journal.partition_column} >= @since AND je.route = @route
+      AND je.outcome = 'published'
   )"""
     return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route)))
 
@@ -192,30 +202,29 @@ WHERE {part} >= @since
 def set_aside(
     project: str, log: TableSpec, journal: TableSpec, route: str, since: dt.datetime
 ) -> Statement:
-    jt, part = table_ref(project, journal), journal.partition_column
-    sql = f"""WITH journal AS (
+    sql = f"""WITH {_entries_cte(project, journal)},
+journal AS (
   SELECT execution_id,
-    ANY_VALUE({part}) AS triggered_at,
     LOGICAL_OR(outcome = 'published') AS journaled,
     MAX(IF(outcome = 'set_aside', recorded_at, NULL)) AS set_aside_at,
     COUNTIF(outcome = 'failed') AS attempts
-  FROM {jt}
-  WHERE {part} >= @since AND route = @route
+  FROM entries
   GROUP BY execution_id
 ),
 errors AS (
   SELECT execution_id, error,
     ROW_NUMBER() OVER (PARTITION BY execution_id ORDER BY recorded_at DESC) AS n
-  FROM {jt}
-  WHERE {part} >= @since AND route = @route AND error IS NOT NULL
+  FROM entries
+  WHERE error IS NOT NULL
 )
-SELECT j.execution_id, j.triggered_at, j.attempts, e.error AS last_error, j.set_aside_at
+SELECT j.execution_id, l.{log.partition_column} AS triggered_at, j.attempts,
+  e.error AS last_error, j.set_aside_at
 FROM journal AS j
 JOIN {table_ref(project, log)} AS l ON l.execution_id = j.execution_id
 LEFT JOIN errors AS e ON e.execution_id = j.execution_id AND e.n = 1
 WHERE l.{log.partition_column} >= @since AND l.{PUBLISHED} IS NOT TRUE
   AND j.set_aside_at IS NOT NULL AND NOT j.journaled
-ORDER BY j.triggered_at, j.execution_id"""
+ORDER BY triggered_at, j.execution_id"""
     return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route)))
 
 
@@ -262,10 +271,10 @@ WHERE route = @route AND holder = @holder"""
 def published_count(
     project: str, journal: TableSpec, route: str, since: dt.datetime, recorded_after: dt.datetime
 ) -> Statement:
-    sql = f"""SELECT COUNT(DISTINCT execution_id) AS n
-FROM {table_ref(project, journal)}
-WHERE {journal.partition_column} >= @since AND route = @route
-  AND outcome = 'published' AND recorded_at >= @recorded_after"""
+    sql = f"""SELECT COUNT(DISTINCT id) AS n
+FROM {table_ref(project, journal)} AS je, UNNEST(je.execution_ids) AS id
+WHERE je.{journal.partition_column} >= @since AND je.route = @route
+  AND je.outcome = 'published' AND je.recorded_at >= @recorded_after"""
     return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route),
                            Param("recorded_after", "TIMESTAMP", recorded_after)))
 

@@ -180,7 +180,7 @@ class BigQueryOutboxStore:
         wanted |= {"execution_id", self.spec.partition_column}
         columns = [c for c in self.spec.column_names if c in wanted]
         journal = reader.read(
-            self.journal, ["execution_id", "outcome"],
+            self.journal, ["execution_ids", "outcome"],
             journal_restriction(self.journal, self.route, since),
         )
         rows = reader.read(self.spec, columns, log_restriction(self.spec, since))
@@ -190,21 +190,33 @@ class BigQueryOutboxStore:
         if not entries:
             return
         now = self.clock()
-        # Built here from typed entries, so the per-row validation is skipped;
-        # the error text is cut to the column's limit.
-        rows: list[Row] = [
-            {
+        # Published entries of a batch become one row; failures stay one row
+        # each, since each carries its own error. Built from typed entries, so
+        # per-row validation is skipped; error text is cut to the column limit.
+        published = [e for e in entries if e.outcome == "published"]
+        rows: list[Row] = []
+        if published:
+            rows.append({
                 "route": self.route,
-                "execution_id": e.execution_id,
+                "execution_ids": [e.execution_id for e in published],
+                "message_ids": [e.message_id or "" for e in published],
+                "triggered_at": max(e.triggered_at for e in published),
+                "outcome": "published",
+                "recorded_at": now,
+                "relay_run_id": published[0].relay_run_id,
+            })
+        for e in entries:
+            if e.outcome == "published":
+                continue
+            rows.append({
+                "route": self.route,
+                "execution_ids": [e.execution_id],
                 "triggered_at": e.triggered_at,
                 "outcome": e.outcome,
                 "recorded_at": now,
-                **({"message_id": e.message_id} if e.message_id is not None else {}),
                 **({"error": e.error[:1000]} if e.error is not None else {}),
                 "relay_run_id": e.relay_run_id,
-            }
-            for e in entries
-        ]
+            })
         self._append(self.journal, rows)
 
     def mark_published(self, rows: Sequence[PendingRow]) -> int:

@@ -19,7 +19,7 @@ def to_bigquery_table(project: str, spec: TableSpec) -> bigquery.Table:
         bigquery.SchemaField(
             c.name,
             c.type,
-            mode=_MODES[c.required],
+            mode="REPEATED" if c.repeated else _MODES[c.required],
             description=c.description or None,
             default_value_expression=c.default_expression,
         )

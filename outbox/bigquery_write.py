@@ -63,9 +63,8 @@ class _ProtoSchema:
         )
         msg = fdp.message_type.add(name=f"{spec.dataset}_{spec.name}")
         for number, col in enumerate(spec.columns, start=1):
-            msg.field.add(
-                name=col.name, number=number, type=_PROTO_TYPES[col.type], label=_F.LABEL_OPTIONAL
-            )
+            label = _F.LABEL_REPEATED if col.repeated else _F.LABEL_OPTIONAL
+            msg.field.add(name=col.name, number=number, type=_PROTO_TYPES[col.type], label=label)
         pool = descriptor_pool.DescriptorPool()
         pool.Add(fdp)
         self.cls = message_factory.GetMessageClass(
@@ -74,10 +73,17 @@ class _ProtoSchema:
         self.schema = types.ProtoSchema()
         self.schema.proto_descriptor.CopyFrom(msg)
         self.spec = spec
+        self._kinds = {c.name: c.type for c in spec.columns}
+        self._repeated = {c.name for c in spec.columns if c.repeated}
 
     def serialize(self, row: Row) -> bytes:
-        kinds = {c.name: c.type for c in self.spec.columns}
-        values = {k: _proto_value(kinds[k], v) for k, v in row.items() if v is not None}
+        values = {}
+        for k, v in row.items():
+            if v is None:
+                continue
+            kind = self._kinds[k]
+            values[k] = ([_proto_value(kind, x) for x in v] if k in self._repeated
+                         else _proto_value(kind, v))
         data: bytes = self.cls(**values).SerializeToString()
         return data
 
@@ -150,7 +156,12 @@ class LegacyStreamingAppender:
         if not rows:
             return
         kinds = {c.name: c.type for c in spec.columns}
-        payload = [{k: _json_value(kinds[k], v) for k, v in r.items()} for r in rows]
+        repeated = {c.name for c in spec.columns if c.repeated}
+        payload = [
+            {k: ([_json_value(kinds[k], x) for x in v] if k in repeated
+                 else _json_value(kinds[k], v)) for k, v in r.items()}
+            for r in rows
+        ]
         table = f"{self.project}.{spec.dataset}.{spec.name}"
         try:
             errors = self.client.insert_rows_json(table, payload)

@@ -103,5 +103,10 @@ def validate_row(spec: TableSpec, row: Mapping[str, Any]) -> Row:
             if col.required:
                 raise InvalidRow(col.name, "is required")
             continue
-        out[col.name] = _coerce(col, value)
+        if col.repeated:
+            if not isinstance(value, list | tuple):
+                raise InvalidRow(col.name, f"expected a list, got {type(value).__name__}")
+            out[col.name] = [_coerce(col, v) for v in value]
+        else:
+            out[col.name] = _coerce(col, value)
     return out

@@ -40,6 +40,8 @@ class Column:
     name: str
     type: ColumnType
     required: bool = False
+    repeated: bool = False
+    """An ARRAY of ``type``; ``max_length`` then applies to each element."""
     max_length: int | None = None
     truncate: bool = False
     default_expression: str | None = None
@@ -148,15 +150,18 @@ OUTBOX_JOURNAL = TableSpec(
     dataset="nba_orchestration",
     name="outbox_journal",
     partition_field="triggered_at",
-    clustering=("route", "outcome", "execution_id"),
+    clustering=("route", "outcome"),
     description="Append-only record of relay outcomes per log row.",
     columns=(
         Column("route", "STRING", required=True, max_length=128),
-        Column("execution_id", "STRING", required=True, max_length=128),
-        Column("triggered_at", "TIMESTAMP", required=True),
+        # One row per published batch (ids in arrays), one per failure: a
+        # batch of 5,000 costs one small append, not 5,000 rows.
+        Column("execution_ids", "STRING", repeated=True, max_length=128),
+        Column("triggered_at", "TIMESTAMP", required=True,
+               description="the newest triggered_at among execution_ids"),
         Column("outcome", "STRING", required=True, max_length=16),
         Column("recorded_at", "TIMESTAMP", required=True),
-        Column("message_id", "STRING", max_length=128),
+        Column("message_ids", "STRING", repeated=True, max_length=128),
         Column("error", "STRING", max_length=1000, truncate=True),
         Column("relay_run_id", "STRING", max_length=64),
     ),

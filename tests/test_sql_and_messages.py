@@ -109,7 +109,10 @@ def test_decode_row_restores_types() -> None:
 
 def test_v1_success_body_and_attributes_exactly() -> None:
     row = validate_row(LOG, scraper_row(now=NOW, status="success", execution_id="abcd1234",
-                                        scraper_name="bdl_games_scraper", workflow="morning"))
+                                        scraper_name="bdl_games_scraper", workflow="morning",
+                                        completed_at=NOW, gcs_path="gs://b/x.json",
+                                        data_summary={"record_count": 3,
+                                                      "scraper_class": "BdlGames"}))
     msg = encode_scraper_complete_v1(row)
     body = json.loads(msg.data)
     assert set(body) == {"name", "scraper_name", "execution_id", "status", "gcs_path",
@@ -118,8 +121,8 @@ def test_v1_success_body_and_attributes_exactly() -> None:
     assert body["name"] == body["scraper_name"] == "bdl_games_scraper"
     assert body["record_count"] == row["data_summary"]["record_count"]
     assert body["timestamp"] == NOW.isoformat()
-    assert body["metadata"] == {"scraper_class": row["data_summary"]["scraper_class"],
-                                "opts": row["opts"]}
+    assert body["metadata"] == {"scraper_class": "BdlGames", "opts": row["opts"]}
+    assert body["record_count"] == 3 and body["gcs_path"] == "gs://b/x.json"
     assert msg.attributes == {"scraper_name": "bdl_games_scraper", "status": "success",
                               "execution_id": "abcd1234", "workflow": "morning"}
     assert msg.key == "abcd1234"
