@@ -162,6 +162,44 @@ def relay_set_aside(ctx: click.Context, route_name: str, since: dt.timedelta,
     console.print(table)
 
 
+@relay.command("schedule")
+@click.option("--interval", type=click.FloatRange(1, 86_400), default=60.0, show_default=True,
+              help="Seconds between the starts of relay runs.")
+@click.option("--route", "route_name", default=None,
+              help="Relay only this route (default: every route, in order).")
+@click.option("--deadline", type=click.FloatRange(0, 3600, min_open=True), default=None,
+              help="Seconds each run may take (default: the interval, at most 50).")
+@click.pass_context
+def relay_schedule(ctx: click.Context, interval: float, route_name: str | None,
+                   deadline: float | None) -> None:
+    """Run the relay every --interval seconds until SIGTERM or Ctrl-C.
+
+    Runs never overlap; on a signal no new run starts, the current one
+    finishes, and the command exits 0. Each run logs one JSON line per route.
+    """
+    import logging
+
+    from relay.metrics import RelayMetrics
+    from relay.schedule import schedule_relays
+    from relay.service import RelayRunner, wired_relays
+
+    settings = _settings(ctx)
+    root = ctx.find_root()
+    if root.get_parameter_source("log_level") is click.core.ParameterSource.DEFAULT:
+        logging.getLogger("relay").setLevel(logging.INFO)  # the run summaries are the output
+    try:
+        routes = [settings.route(route_name).name] if route_name else None
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--route") from exc
+    seconds = deadline if deadline is not None else min(interval, 50.0)
+    factory, close = wired_relays(settings)
+    runner = RelayRunner(factory, [r.name for r in settings.routes], RelayMetrics())
+    try:
+        schedule_relays(lambda: runner.run(seconds, routes), interval)
+    finally:
+        close()
+
+
 @main.command()
 @click.option("--interval", type=click.FloatRange(0.5, 3600), default=2.0, show_default=True,
               help="Seconds between relay runs.")
@@ -178,6 +216,30 @@ def dev(interval: float, rows_per_second: float, duration: dt.timedelta | None) 
                 console=console)
     except OutboxError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.option("--route", "route_names", multiple=True,
+              help="Only this route (repeatable; default: every route).")
+@click.option("--lookback", type=Duration(), default="3d", show_default=True,
+              help="Window for the backlog, as the relay's normal poll reads it.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only, for scripts.")
+@click.pass_context
+def status(ctx: click.Context, route_names: tuple[str, ...], lookback: dt.timedelta,
+           as_json: bool) -> None:
+    """Backlog, oldest pending age, recent publishes, set-aside rows and the last run."""
+    from outbox import status as st
+
+    settings = _settings(ctx)
+    try:
+        stores = st.stores_for(settings, list(route_names) or None)
+        statuses = st.gather_all(stores, st.utcnow(), lookback)
+    except OutboxError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(st.to_json(statuses))
+        return
+    st.render(statuses, console)
 
 
 if __name__ == "__main__":  # pragma: no cover
