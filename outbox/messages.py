@@ -97,3 +97,45 @@ def encode_scraper_complete_v1(row: Row) -> Message:
     # Every Publisher checks Pub/Sub's limits itself (check_message), so the
     # encoder does not pay for it twice.
     return Message(key=row["execution_id"], data=data, attributes=attributes)
+
+
+PHASE2_COLUMNS = (
+    "execution_id", "processor_name", "source_execution_id", "correlation_id", "status",
+    "triggered_at", "completed_at", "duration_seconds", "trigger_source", "gcs_path",
+    "output_dataset", "output_table", "game_date", "record_count", "records_failed",
+    "error_type", "error_message",
+)
+PHASE2_ATTRIBUTES = ("processor_name", "status", "execution_id", "correlation_id", "game_date")
+
+
+def phase2_complete_body(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The Phase 2 -> 3 event, in the platform's v2 envelope shape."""
+    dataset, table = row.get("output_dataset"), row.get("output_table")
+    game_date = row.get("game_date")
+    return {
+        "processor_name": row["processor_name"],
+        "phase": 2,
+        "execution_id": row["execution_id"],
+        "correlation_id": row.get("correlation_id") or row.get("source_execution_id"),
+        "source_execution_id": row.get("source_execution_id"),
+        "game_date": game_date.isoformat() if game_date is not None else None,
+        "source_table": f"{dataset}.{table}" if dataset and table else None,
+        "output_dataset": dataset,
+        "output_table": table,
+        "status": row["status"],
+        "success": row["status"] != "failed",
+        "record_count": int(row.get("record_count") or 0),
+        "records_failed": int(row.get("records_failed") or 0),
+        "timestamp": _iso(row.get("completed_at")) or _iso(row.get("triggered_at")),
+        "duration_seconds": row.get("duration_seconds"),
+        "trigger_source": row.get("trigger_source"),
+        "error_type": row.get("error_type"),
+        "error_message": row.get("error_message"),
+        "metadata": {"gcs_path": row.get("gcs_path")},
+    }
+
+
+def encode_phase2_complete(row: Row) -> Message:
+    body = phase2_complete_body(row)
+    attributes = {name: str(body[name] or "") for name in PHASE2_ATTRIBUTES}
+    return Message(key=row["execution_id"], data=orjson.dumps(body), attributes=attributes)

@@ -8,8 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from outbox.errors import ConfigError
-from outbox.messages import V1_COLUMNS, Encoder, encode_scraper_complete_v1
-from outbox.schema import SCRAPER_EXECUTION_LOG, TableSpec, check_identifier
+from outbox.messages import (
+    PHASE2_COLUMNS,
+    V1_COLUMNS,
+    Encoder,
+    encode_phase2_complete,
+    encode_scraper_complete_v1,
+)
+from outbox.schema import (
+    PROCESSOR_EXECUTION_LOG,
+    SCRAPER_EXECUTION_LOG,
+    TableSpec,
+    check_identifier,
+)
 
 
 @dataclass(frozen=True)
@@ -36,4 +47,12 @@ SCRAPER_COMPLETE = Route(
     columns=V1_COLUMNS,
 )
 
-ROUTES: tuple[Route, ...] = (SCRAPER_COMPLETE,)
+PHASE2_COMPLETE = Route(
+    name="processors",
+    table=PROCESSOR_EXECUTION_LOG,
+    topic="nba-phase2-complete",
+    encoder=encode_phase2_complete,
+    columns=PHASE2_COLUMNS,
+)
+
+ROUTES: tuple[Route, ...] = (SCRAPER_COMPLETE, PHASE2_COMPLETE)

@@ -140,6 +140,37 @@ SCRAPER_EXECUTION_LOG = TableSpec(
     ),
 )
 
+# One row per processor run: the outbox for nba-phase2-complete (Phase 2 -> 3).
+PROCESSOR_EXECUTION_LOG = TableSpec(
+    dataset="nba_orchestration",
+    name="processor_execution_log",
+    partition_field="triggered_at",
+    clustering=("published", "processor_name", "status"),
+    description="One row per processor run; the outbox for nba-phase2-complete.",
+    columns=(
+        Column("execution_id", "STRING", required=True, max_length=128),
+        Column("processor_name", "STRING", required=True, max_length=128),
+        Column("source_execution_id", "STRING", max_length=128,
+               description="the scraper event that triggered this run"),
+        Column("correlation_id", "STRING", max_length=128),
+        Column("status", "STRING", required=True, max_length=32),
+        Column("triggered_at", "TIMESTAMP", required=True),
+        Column("completed_at", "TIMESTAMP"),
+        Column("duration_seconds", "FLOAT64"),
+        Column("trigger_source", "STRING", max_length=32),
+        Column("gcs_path", "STRING", max_length=1024),
+        Column("output_dataset", "STRING", max_length=128),
+        Column("output_table", "STRING", max_length=128),
+        Column("game_date", "DATE"),
+        Column("record_count", "INT64"),
+        Column("records_failed", "INT64"),
+        Column("error_type", "STRING", max_length=256),
+        Column("error_message", "STRING", max_length=1000, truncate=True),
+        Column("created_at", "TIMESTAMP", default_expression="CURRENT_TIMESTAMP()"),
+        *OUTBOX_COLUMNS,
+    ),
+)
+
 SCRAPER_STATUSES = frozenset({"success", "no_data", "failed", "partial"})
 SCRAPER_SOURCES = frozenset({"CONTROLLER", "MANUAL", "LOCAL", "CLOUD_RUN", "SCHEDULER", "RECOVERY"})
 

@@ -221,7 +221,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def test_the_command_runs_the_relay_through_the_shared_runner(cli_env: dict[str, Any]) -> None:
-    result = CliRunner().invoke(main, ["relay", "schedule", "--interval", "20"])
+    result = CliRunner().invoke(main, ["relay", "schedule", "--interval", "20",
+                                       "--route", "scrapers"])
     assert result.exit_code == 0, result.output
     assert cli_env["interval"] == 20 and cli_env["deadlines"] == [pytest.approx(20, abs=0.1)]
     assert [s.published for s in cli_env["runs"]] == [5]

@@ -57,7 +57,7 @@ def rig(n: int = 10, auth: OidcVerifier | None = None, publisher: Any = None,
     pub = publisher or InMemoryPublisher(faults=faults)
     relay = Relay(SCRAPER_COMPLETE, store, pub, RelayConfig(batch_size=4), sleep=lambda s: None)
     metrics = RelayMetrics()
-    app = create_app({"scrapers": relay}.__getitem__, metrics, auth=auth)
+    app = create_app({"scrapers": relay}.__getitem__, metrics, auth=auth, routes=["scrapers"])
     return Rig(app.test_client(), store, getattr(pub, "inner", pub), metrics, relay)
 
 
@@ -593,7 +593,8 @@ def test_trigger_publishes_rows_from_bigquery_to_pubsub(bq_emulator: Any,
     publisher = wiring.publisher()
     metrics = RelayMetrics()
     relay = Relay(route, store, publisher, RelayConfig(batch_size=3))
-    client = create_app({"scrapers": relay}.__getitem__, metrics).test_client()
+    client = create_app({"scrapers": relay}.__getitem__, metrics,
+                        routes=["scrapers"]).test_client()
     try:
         resp = client.post("/relay/run", json={"deadline": 30})
         assert resp.status_code == 200, resp.get_json()
