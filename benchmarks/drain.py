@@ -31,6 +31,7 @@ from google.cloud import pubsub_v1
 from rich.console import Console
 from rich.table import Table
 
+from outbox.bigquery_lease import BigQueryLease
 from outbox.bigquery_store import BigQueryOutboxStore
 from outbox.bigquery_tables import ensure_tables
 from outbox.emulators import BigQueryEmulator, PubSubEmulator
@@ -40,7 +41,7 @@ from outbox.pubsub_publisher import PubSubPublisher
 from outbox.routes import Route
 from outbox.rows import validate_row
 from outbox.samples import scraper_rows
-from outbox.schema import OUTBOX_JOURNAL, OUTBOX_RUNS, SCRAPER_EXECUTION_LOG
+from outbox.schema import OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS, SCRAPER_EXECUTION_LOG
 from outbox.wiring import Settings, Wiring
 from relay import Relay, RelayConfig
 
@@ -64,7 +65,8 @@ class Bench:
         log = SCRAPER_EXECUTION_LOG.with_location(dataset)
         journal = OUTBOX_JOURNAL.with_location(dataset)
         ensure_tables(self.wiring.bigquery, PROJECT,
-                      [log, journal, OUTBOX_RUNS.with_location(dataset)])
+                      [log, journal, OUTBOX_RUNS.with_location(dataset),
+                       OUTBOX_LEASE.with_location(dataset)])
         store = BigQueryOutboxStore(
             self.wiring.bigquery, self.wiring.appender, log, "scrapers", journal,
             columns=V1_COLUMNS, reader=self.wiring.reader,
@@ -117,20 +119,24 @@ class Bench:
         topic = self.topic()
         route = Route("scrapers", store.spec, topic, encode_scraper_complete_v1)
         publisher = PubSubPublisher(PROJECT)
+        lease = BigQueryLease(self.wiring.bigquery, PROJECT,
+                              OUTBOX_LEASE.with_location(store.spec.dataset))
         relay = Relay(route, store, publisher, RelayConfig(
-            batch_size=batch_size, deadline=dt.timedelta(hours=1)))
+            batch_size=batch_size, deadline=dt.timedelta(hours=1)), lease)
         before = store.stats.snapshot()
         sessions = store.reader.sessions if store.reader else 0
         t0 = time.perf_counter()
         summary = relay.run_once()
         seconds = time.perf_counter() - t0
         publisher.close()
-        jobs = store.stats.since(before).jobs
+        cost = store.stats.since(before)
+        jobs = cost.jobs + lease.jobs
         sessions = (store.reader.sessions if store.reader else 0) - sessions
         if summary.published != len(rows) or summary.marked != len(rows):
             raise SystemExit(f"relay did not drain: {summary.as_dict()}")
         return {"seconds": seconds, "jobs": jobs, "batches": summary.batches,
-                "read_sessions": sessions, "jobs_per_batch": jobs / max(summary.batches, 1)}
+                "appends": cost.appends, "read_sessions": sessions,
+                "jobs_per_batch": jobs / max(summary.batches, 1)}
 
 
 @click.command()
@@ -193,12 +199,13 @@ def main(rows: int, repeat: int, batch_size: int, out: Path) -> None:
     table.add_row("median", "", "", "", "", "", f"[bold]{statistics.median(ratios):.2f}[/]",
                   f"{statistics.median(rpc_ratios):.2f}")
     console.print(table)
-    jobs = Table(title="BigQuery jobs per batch as the batch grows")
-    for col in ("batch size", "rows", "batches", "query/DML jobs", "read sessions", "jobs/batch"):
+    jobs = Table(title="BigQuery work per run as the batch grows (one run, 4 batches)")
+    for col in ("batch size", "rows", "batches", "query/DML jobs", "jobs/batch",
+                "read sessions", "appends"):
         jobs.add_column(col, justify="right")
     for j in jobs_rows:
         jobs.add_row(str(j["batch_size"]), str(j["rows"]), str(j["batches"]), str(j["jobs"]),
-                     str(j["read_sessions"]), f"{j['jobs_per_batch']:.2f}")
+                     f"{j['jobs_per_batch']:.2f}", str(j["read_sessions"]), str(j["appends"]))
     console.print(jobs)
     console.print(f"results written to {out}")
 

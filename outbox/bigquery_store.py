@@ -59,15 +59,18 @@ class JobStats:
     jobs: int = 0
     bytes_processed: int = 0
     bytes_billed: int = 0
+    appends: int = 0
+    """Storage Write appends: not jobs, and billed by the byte, not per call."""
 
     def snapshot(self) -> JobStats:
-        return JobStats(self.jobs, self.bytes_processed, self.bytes_billed)
+        return JobStats(self.jobs, self.bytes_processed, self.bytes_billed, self.appends)
 
     def since(self, before: JobStats) -> JobStats:
         return JobStats(
             self.jobs - before.jobs,
             self.bytes_processed - before.bytes_processed,
             self.bytes_billed - before.bytes_billed,
+            self.appends - before.appends,
         )
 
 
@@ -137,6 +140,8 @@ class BigQueryOutboxStore:
 
     @transient_retry
     def _append(self, spec: TableSpec, rows: list[Row]) -> None:
+        with self._lock:
+            self.stats.appends += 1
         self.appender.append(spec, rows)
 
     # -- writer -------------------------------------------------------------
