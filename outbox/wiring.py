@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
@@ -92,21 +92,25 @@ def bigquery_client(settings: Settings) -> bigquery.Client:
     return bigquery.Client(project=settings.project)
 
 
+def _storage_client(settings: Settings, client_cls: Any, transport_cls: Any) -> Any:
+    """A Storage API client: an insecure channel to the emulator, or the real service."""
+    if settings.bigquery_emulator_grpc:
+        import grpc
+
+        channel = grpc.insecure_channel(settings.bigquery_emulator_grpc, options=_GRPC_OPTIONS)
+        return client_cls(transport=transport_cls(channel=channel))
+    return client_cls()
+
+
 def row_appender(settings: Settings, client: bigquery.Client) -> RowAppender:
     if settings.write_mode == "legacy-streaming":
         return LegacyStreamingAppender(client, settings.project)
     from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
+    from google.cloud.bigquery_storage_v1.services.big_query_write.transports import (
+        BigQueryWriteGrpcTransport,
+    )
 
-    if settings.bigquery_emulator_grpc:
-        import grpc
-        from google.cloud.bigquery_storage_v1.services.big_query_write.transports import (
-            BigQueryWriteGrpcTransport,
-        )
-
-        channel = grpc.insecure_channel(settings.bigquery_emulator_grpc, options=_GRPC_OPTIONS)
-        write = BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))
-    else:
-        write = BigQueryWriteClient()
+    write = _storage_client(settings, BigQueryWriteClient, BigQueryWriteGrpcTransport)
     return StorageWriteAppender(write, settings.project)
 
 
@@ -114,18 +118,12 @@ def storage_reader(settings: Settings) -> StorageReader | None:
     if settings.read_mode == "query":
         return None
     from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+        BigQueryReadGrpcTransport,
+    )
 
-    if settings.bigquery_emulator_grpc:
-        import grpc
-        from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
-            BigQueryReadGrpcTransport,
-        )
-
-        channel = grpc.insecure_channel(settings.bigquery_emulator_grpc, options=_GRPC_OPTIONS)
-        client = BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
-    else:
-        client = BigQueryReadClient()
-    return StorageReader(client, settings.project)
+    read = _storage_client(settings, BigQueryReadClient, BigQueryReadGrpcTransport)
+    return StorageReader(read, settings.project)
 
 
 @dataclass
