@@ -1,8 +1,7 @@
 #!/bin/sh
 # The container's entrypoint: one image, the process chosen by $SERVICE.
 # Why one image: it is built and scanned once, and every service runs the
-# same code. Only the relay exists today; scrapers and processors will add
-# their own case here. An unset or unknown SERVICE fails at boot, loudly,
+# same code. An unset or unknown SERVICE fails at boot, loudly,
 # instead of serving the wrong thing.
 set -eu
 
@@ -15,12 +14,18 @@ case "${SERVICE:-}" in
     exec gunicorn --bind ":${PORT}" --workers 1 --threads 4 --timeout 120 \
       'relay.service:app_from_env()'
     ;;
+  scrapers)
+    # Threads: a scrape mostly waits on upstream APIs. --timeout 0: with
+    # threads it is only a heartbeat; Cloud Run's request timeout bounds a run.
+    exec gunicorn --bind ":${PORT}" --workers 1 --threads 8 --timeout 0 \
+      'scrapers.service:app_from_env()'
+    ;;
   "")
-    echo "entrypoint: SERVICE is not set; known services: relay" >&2
+    echo "entrypoint: SERVICE is not set; known services: relay, scrapers" >&2
     exit 64
     ;;
   *)
-    echo "entrypoint: unknown SERVICE '${SERVICE}'; known services: relay" >&2
+    echo "entrypoint: unknown SERVICE '${SERVICE}'; known services: relay, scrapers" >&2
     exit 64
     ;;
 esac

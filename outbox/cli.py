@@ -242,5 +242,56 @@ def status(ctx: click.Context, route_names: tuple[str, ...], lookback: dt.timede
     st.render(statuses, console)
 
 
+@main.command()
+@click.argument("name")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="A scraper option, e.g. --opt date=2026-11-28 (repeatable).")
+@click.option("--output", envvar="SCRAPER_OUTPUT", default="gs://nba-scraped-data",
+              show_default=True, help="Where the raw JSON goes: gs://bucket or file:///dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.pass_context
+def scrape(ctx: click.Context, name: str, opts: tuple[str, ...], output: str,
+           as_json: bool) -> None:
+    """Run one scraper now: fetch, write the raw JSON, append its one log row.
+
+    Exits 1 if the run failed or its row could not be written, 2 for an
+    unknown scraper or bad options (then nothing is written).
+    """
+    from outbox.blobs import blobs_for
+    from outbox.routes import SCRAPER_COMPLETE
+    from scrapers.base import ScraperDeps
+    from scrapers.options import InvalidOptions, validate_options
+    from scrapers.registry import REGISTRY
+
+    parsed: dict[str, str] = {}
+    for item in opts:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: use key=value", param_hint="--opt")
+        parsed[key.strip()] = value
+    try:  # refuse a bad request before building any client
+        scraper = REGISTRY.get(name)
+        validate_options(scraper.options, parsed)
+    except InvalidOptions as exc:
+        raise click.UsageError(str(exc)) from exc
+    settings = _settings(ctx)
+    try:
+        deps = ScraperDeps(Wiring.build(settings).store(SCRAPER_COMPLETE), blobs_for(output),
+                           triggered_by="outbox scrape")
+        report = scraper.run(deps, parsed)
+    except OutboxError as exc:  # LogWriteFailed among them: already logged at ERROR
+        _fail(exc)
+    summary = report.summary()
+    if as_json:
+        click.echo(json.dumps(summary, default=str))
+    else:
+        table = Table("field", "value", title=f"{name} run {summary['execution_id']}")
+        for key, value in summary.items():
+            table.add_row(key, "" if value is None else str(value))
+        console.print(table)
+    if report.status == "failed":
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

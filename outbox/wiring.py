@@ -20,11 +20,11 @@ from outbox.bigquery_store import BigQueryOutboxStore
 from outbox.bigquery_write import LegacyStreamingAppender, RowAppender, StorageWriteAppender
 from outbox.errors import ConfigError
 from outbox.ports import Publisher
-from outbox.pubsub_publisher import PubSubPublisher
 from outbox.routes import ROUTES, Route
 from outbox.schema import check_project
 
 if TYPE_CHECKING:
+    from outbox.pubsub_publisher import PubSubPublisher
     from relay.cycle import Relay, RelayConfig
 
 WriteMode = Literal["storage-write", "legacy-streaming"]
@@ -147,6 +147,9 @@ class Wiring:
         )
 
     def publisher(self) -> PubSubPublisher:
+        # Imported here: scrapers and processors use Wiring but never publish.
+        from outbox.pubsub_publisher import PubSubPublisher
+
         return PubSubPublisher(self.settings.project)
 
     def relay(

@@ -225,10 +225,10 @@ def test_entrypoint_runs_gunicorn_for_the_relay(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
 @pytest.mark.parametrize(("service", "said"), [
-    ("scrapers", "unknown SERVICE 'scrapers'"), (None, "SERVICE is not set")])
+    ("analytics", "unknown SERVICE 'analytics'"), (None, "SERVICE is not set")])
 def test_entrypoint_refuses_other_services(tmp_path: Path, service: str | None,
                                            said: str) -> None:
     result = run_entrypoint(tmp_path, service)
     assert result.returncode == 64
-    assert said in result.stderr and "known services: relay" in result.stderr
+    assert said in result.stderr and "known services: relay, scrapers" in result.stderr
     assert result.stdout == ""
