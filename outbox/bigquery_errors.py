@@ -46,6 +46,8 @@ def translate(exc: Exception, doing: str, dml: bool = False) -> OutboxError:
             return MarkRefused("streaming_buffer", f"{doing}: {text}")
         if "Could not serialize access" in text or "concurrent update" in text:
             return MarkRefused("concurrent_update", f"{doing}: {text}")
+        if "Too many DML statements outstanding" in text:
+            return MarkRefused("quota", f"{doing}: {text}")
     if isinstance(exc, gexc.GoogleAPICallError):
         reasons = _reasons(exc)
         if reasons & {"quotaExceeded", "rateLimitExceeded", "jobRateLimitExceeded"}:

@@ -191,6 +191,8 @@ def test_table_spec_checks_its_own_columns() -> None:
     (gexc.BadRequest("Could not serialize access to table x due to concurrent update"), True,
      MarkRefused, "concurrent_update"),
     (gexc.Forbidden("quota", errors=[{"reason": "quotaExceeded"}]), True, MarkRefused, "quota"),
+    (gexc.BadRequest("Too many DML statements outstanding against table x, limit is 20"),
+     True, MarkRefused, "quota"),
     (gexc.Forbidden("quota", errors=[{"reason": "rateLimitExceeded"}]), False, TransientError,
      None),
     (gexc.ServiceUnavailable("down"), False, TransientError, None),
