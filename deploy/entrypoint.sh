@@ -20,12 +20,17 @@ case "${SERVICE:-}" in
     exec gunicorn --bind ":${PORT}" --workers 1 --threads 8 --timeout 0 \
       'scrapers.service:app_from_env()'
     ;;
+  processors)
+    # Pub/Sub push: one delivery per request; the ack deadline (600 s) bounds it.
+    exec gunicorn --bind ":${PORT}" --workers 1 --threads 8 --timeout 0 \
+      'processors.service:app_from_env()'
+    ;;
   "")
-    echo "entrypoint: SERVICE is not set; known services: relay, scrapers" >&2
+    echo "entrypoint: SERVICE is not set; known services: relay, scrapers, processors" >&2
     exit 64
     ;;
   *)
-    echo "entrypoint: unknown SERVICE '${SERVICE}'; known services: relay, scrapers" >&2
+    echo "entrypoint: unknown SERVICE '${SERVICE}'; known services: relay, scrapers, processors" >&2
     exit 64
     ;;
 esac

@@ -230,5 +230,5 @@ def test_entrypoint_refuses_other_services(tmp_path: Path, service: str | None,
                                            said: str) -> None:
     result = run_entrypoint(tmp_path, service)
     assert result.returncode == 64
-    assert said in result.stderr and "known services: relay, scrapers" in result.stderr
+    assert said in result.stderr and "known services: relay, scrapers, processors" in result.stderr
     assert result.stdout == ""
