@@ -19,7 +19,7 @@ from google.cloud import bigquery
 
 from outbox import bigquery_sql as sqlgen
 from outbox.bigquery_errors import translate
-from outbox.bigquery_store import _query_params
+from outbox.bigquery_store import query_params
 from outbox.errors import MarkRefused, OutboxError
 from outbox.schema import OUTBOX_LEASE, TableSpec
 
@@ -36,7 +36,7 @@ class BigQueryLease:
         self._seeded: set[str] = set()
 
     def _run(self, stmt: sqlgen.Statement, doing: str) -> int:
-        config = bigquery.QueryJobConfig(query_parameters=_query_params(stmt),
+        config = bigquery.QueryJobConfig(query_parameters=query_params(stmt),
                                          labels={"component": "outbox-lease"})
         self.jobs += 1
         try:

@@ -63,7 +63,7 @@ journal AS (
 )"""
 
 
-def _row_json(log: TableSpec, columns: Sequence[str] | None) -> str:
+def row_json(log: TableSpec, columns: Sequence[str] | None) -> str:
     """The page's columns packed into one JSON string per row.
 
     One cell instead of a dozen: the client parses it with ``json.loads``,
@@ -115,7 +115,7 @@ stats AS (
   FROM candidates
 ),
 page AS (
-  SELECT c.execution_id AS _id, c.{part} AS _at, c._attempts, {_row_json(log, columns)} AS _row
+  SELECT c.execution_id AS _id, c.{part} AS _at, c._attempts, {row_json(log, columns)} AS _row
   FROM candidates AS c
   WHERE NOT c._journaled
     AND (@has_after = FALSE OR c.{part} > @after_ts
@@ -141,7 +141,7 @@ ORDER BY page._at, page._id"""
 
 
 def decode_row(log: TableSpec, packed: str) -> dict[str, Any]:
-    """Undo :func:`_row_json`: types restored from the spec, NULLs dropped."""
+    """Undo :func:`row_json`: types restored from the spec, NULLs dropped."""
     raw = json.loads(packed)
     out: dict[str, Any] = {}
     for name, value in raw.items():

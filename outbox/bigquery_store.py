@@ -74,7 +74,7 @@ class JobStats:
         )
 
 
-def _query_params(stmt: sqlgen.Statement) -> list[Any]:
+def query_params(stmt: sqlgen.Statement) -> list[Any]:
     out: list[Any] = []
     for p in stmt.params:
         if p.array:
@@ -118,7 +118,7 @@ class BigQueryOutboxStore:
     @transient_retry
     def _run(self, stmt: sqlgen.Statement, doing: str, dml: bool = False) -> bigquery.QueryJob:
         config = bigquery.QueryJobConfig(
-            query_parameters=_query_params(stmt),
+            query_parameters=query_params(stmt),
             labels={"component": "outbox", "route": self.route.lower()},
         )
         if self.max_bytes_billed is not None:

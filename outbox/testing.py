@@ -11,7 +11,7 @@ import datetime as dt
 import itertools
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ from outbox.ports import (
     PublishOutcome,
     SetAsideRow,
 )
+from outbox.replay import ReplayQuery, name_column
+from outbox.routes import Route
 from outbox.rows import Row, validate_row
 from outbox.schema import PUBLISHED, PUBLISHED_AT, SCRAPER_EXECUTION_LOG, TableSpec
 
@@ -348,3 +350,28 @@ class InMemoryLease:
         with self._lock:
             if self.holders.get(route, ("", None))[0] == holder:
                 del self.holders[route]
+
+
+class InMemoryReplaySource:
+    """A :class:`~outbox.replay.ReplaySource` over :attr:`InMemoryOutboxStore.rows`."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], route: Route) -> None:
+        self._rows, self._names = rows, name_column(route)
+
+    def _matching(self, query: ReplayQuery, after: Cursor | None) -> list[PendingRow]:
+        start, end = query.window()
+        out = [PendingRow(r["execution_id"], r["triggered_at"], dict(r)) for r in self._rows
+               if start <= r["triggered_at"] < end
+               and (not query.names or r.get(self._names) in query.names)
+               and (not query.statuses or r.get("status") in query.statuses)]
+        out.sort(key=lambda p: p.cursor)
+        return [p for p in out if after is None or p.cursor > after]
+
+    def count(self, query: ReplayQuery, after: Cursor | None = None) -> int:
+        return len(self._matching(query, after))
+
+    def estimate_bytes(self, query: ReplayQuery) -> int | None:
+        return None
+
+    def rows(self, query: ReplayQuery, after: Cursor | None = None) -> Iterator[PendingRow]:
+        yield from self._matching(query, after)
