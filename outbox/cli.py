@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from outbox import logs
+from outbox.cli_replay import replay
 from outbox.errors import ConfigError, OutboxError
-from outbox.schema import OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS
-from outbox.wiring import Settings, Wiring
+from outbox.wiring import Settings, Wiring, all_tables
 
 console = Console(stderr=False)
 
@@ -57,8 +57,7 @@ def init(ctx: click.Context) -> None:
     settings = _settings(ctx)
     wiring = Wiring.build(settings)
     try:
-        specs = [r.table for r in settings.routes] + [OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS]
-        made = ensure_tables(wiring.bigquery, settings.project, specs)
+        made = ensure_tables(wiring.bigquery, settings.project, all_tables(settings))
         topics = ensure_topics(settings.project, sorted({r.topic for r in settings.routes}))
     except OutboxError as exc:
         _fail(exc)
@@ -246,7 +245,7 @@ def status(ctx: click.Context, route_names: tuple[str, ...], lookback: dt.timede
 @click.argument("name")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="A scraper option, e.g. --opt date=2026-11-28 (repeatable).")
-@click.option("--output", envvar="SCRAPER_OUTPUT", default="gs://nba-scraped-data",
+@click.option("--output", envvar="OUTBOX_STORAGE", default="gs://nba-scraped-data",
               show_default=True, help="Where the raw JSON goes: gs://bucket or file:///dir.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.pass_context
@@ -291,6 +290,38 @@ def scrape(ctx: click.Context, name: str, opts: tuple[str, ...], output: str,
         console.print(table)
     if report.status == "failed":
         sys.exit(1)
+
+
+@main.command()
+@click.option("--since", type=Duration(), default="7d", show_default=True,
+              help="How far back to look.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine(ctx: click.Context, since: dt.timedelta, limit: int, as_json: bool) -> None:
+    """Deliveries /process refused for good (bad envelope, missing or malformed file)."""
+    from processors.quarantine import BigQueryQuarantine
+
+    settings = _settings(ctx)
+    try:
+        wiring = Wiring.build(settings)
+        records = BigQueryQuarantine(wiring.bigquery, wiring.appender, settings.project
+                                     ).list_quarantined(dt.datetime.now(dt.UTC) - since, limit)
+    except OutboxError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([{k: v for k, v in r.__dict__.items() if k != "envelope"}
+                               for r in records], default=str))
+        return
+    table = Table("quarantined at", "reason", "execution_id", "processor", "detail",
+                  title=f"quarantined deliveries: {len(records)}")
+    for r in records:
+        table.add_row(str(r.quarantined_at), r.reason, r.execution_id or "", r.processor or "",
+                      r.detail[:100])
+    console.print(table)
+
+
+main.add_command(replay)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,13 @@ from outbox.bigquery_write import LegacyStreamingAppender, RowAppender, StorageW
 from outbox.errors import ConfigError
 from outbox.ports import Publisher
 from outbox.routes import ROUTES, Route
-from outbox.schema import check_project
+from outbox.schema import (
+    OUTBOX_JOURNAL,
+    OUTBOX_LEASE,
+    OUTBOX_RUNS,
+    TableSpec,
+    check_project,
+)
 
 if TYPE_CHECKING:
     from outbox.pubsub_publisher import PubSubPublisher
@@ -124,6 +130,24 @@ def storage_reader(settings: Settings) -> StorageReader | None:
 
     read = _storage_client(settings, BigQueryReadClient, BigQueryReadGrpcTransport)
     return StorageReader(read, settings.project)
+
+
+def all_tables(settings: Settings) -> list[TableSpec]:
+    """Every table the platform needs, for ``outbox init`` and ``outbox infra``.
+
+    The one list: route logs and the relay's own tables, the processors'
+    ledger and quarantine, and the ``nba_raw`` tables the processors load.
+    """
+    from processors.dedupe import PROCESSED_EVENTS
+    from processors.quarantine import PROCESSOR_QUARANTINE
+    from processors.raw import RAW_TABLES
+
+    return [
+        *(r.table for r in settings.routes),
+        OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS,
+        PROCESSED_EVENTS, PROCESSOR_QUARANTINE,
+        *(t.spec for t in RAW_TABLES),
+    ]
 
 
 @dataclass

@@ -138,7 +138,7 @@ def create_app(registry: Registry, writer: LogWriter, blobs: Blobs, *,
 
 def app_from_env() -> Flask:
     """The production app: the log writer from ``Settings.from_env()`` (OUTBOX_PROJECT,
-    emulator hosts, write mode) and the output from ``SCRAPER_OUTPUT`` (``gs://bucket``
+    emulator hosts, write mode) and the output from ``OUTBOX_STORAGE`` (``gs://bucket``
     or ``file:///dir``; default ``gs://nba-scraped-data``).
 
     Built in the gunicorn worker (do not use ``--preload``: gRPC channels do
@@ -151,7 +151,7 @@ def app_from_env() -> Flask:
 
     logs.configure(os.environ.get("OUTBOX_LOG_LEVEL", "INFO"))
     writer = Wiring.build(Settings.from_env()).store(SCRAPER_COMPLETE)
-    blobs = blobs_for(os.environ.get("SCRAPER_OUTPUT") or DEFAULT_OUTPUT)
+    blobs = blobs_for(os.environ.get("OUTBOX_STORAGE") or DEFAULT_OUTPUT)
     return create_app(REGISTRY, writer, blobs)
 
 

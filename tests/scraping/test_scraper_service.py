@@ -115,7 +115,7 @@ def test_app_from_env_wires_the_bigquery_store_and_the_output(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OUTBOX_PROJECT", "test-project")
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "127.0.0.1:1")  # never contacted here
-    monkeypatch.setenv("SCRAPER_OUTPUT", tmp_path.as_uri())
+    monkeypatch.setenv("OUTBOX_STORAGE", tmp_path.as_uri())
     app = app_from_env()
     assert app.test_client().get("/health").status_code == 200
 
