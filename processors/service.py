@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import json
 import logging
 import os
 import threading
@@ -57,11 +56,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from outbox.blobs import BlobNotFound, Blobs
 from outbox.clock import Clock, utcnow
 from outbox.errors import ConfigError, PermanentError, TransientError
+from outbox.http_json import json_http_errors
 from outbox.oidc import AuthFailure, OidcVerifier
 from outbox.ports import LogWriter
 from processors.base import Event, InvalidFile, Processor, ProcessResult
@@ -287,12 +286,7 @@ def create_app(processors: Mapping[str, Processor], registry: Registry,
     def health() -> Any:
         return jsonify({**handler.health(), "auth": "oidc" if auth else "off"})
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
-        response = exc.get_response()
-        response.set_data(json.dumps({"error": exc.description or exc.name}))
-        response.content_type = "application/json"
-        return response
+    json_http_errors(app)
 
     return app
 

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
-from werkzeug.exceptions import HTTPException
 
 from outbox.errors import ConfigError
+from outbox.http_json import json_http_errors
 from relay.auth import AuthFailure, OidcVerifier
 from relay.cycle import RunSummary
 from relay.metrics import RelayMetrics, cost_counters
@@ -215,12 +215,7 @@ def create_app(relay_factory: RelayFactory, metrics: RelayMetrics,
     def prometheus() -> Response:
         return Response(metrics.exposition(), mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
-        response = exc.get_response()  # keeps headers such as Allow on a 405
-        response.set_data(json.dumps({"error": exc.description or exc.name}))
-        response.content_type = "application/json"
-        return response
+    json_http_errors(app)
 
     return app
 

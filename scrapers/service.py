@@ -30,7 +30,6 @@ scrape may take minutes; Cloud Run's request timeout bounds it)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -38,10 +37,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from outbox.blobs import Blobs
 from outbox.clock import Clock, utcnow
+from outbox.http_json import json_http_errors
 from outbox.ports import LogWriter
 from scrapers.base import ScraperDeps
 from scrapers.http import RetryPolicy
@@ -120,12 +119,7 @@ def create_app(registry: Registry, writer: LogWriter, blobs: Blobs, *,
     def health() -> Response:
         return jsonify({"status": "ok"})
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
-        response = exc.get_response()  # keeps headers such as Allow on a 405
-        response.set_data(json.dumps({"error": exc.description or exc.name}))
-        response.content_type = "application/json"
-        return response
+    json_http_errors(app)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> tuple[Response, int]:
