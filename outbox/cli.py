@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from outbox import logs
+from outbox.cli_infra import infra
 from outbox.cli_replay import replay
 from outbox.errors import ConfigError, OutboxError
 from outbox.wiring import Settings, Wiring, all_tables
@@ -322,6 +323,7 @@ def quarantine(ctx: click.Context, since: dt.timedelta, limit: int, as_json: boo
 
 
 main.add_command(replay)
+main.add_command(infra)
 
 
 if __name__ == "__main__":  # pragma: no cover

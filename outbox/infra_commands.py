@@ -43,8 +43,8 @@ APIS = ("run.googleapis.com", "cloudscheduler.googleapis.com", "bigquery.googlea
 RELAY_PROJECT_ROLES = ("roles/bigquery.jobUser", "roles/bigquery.readSessionUser")
 """Project-level only: jobs and read sessions are billed to, and created in, the project."""
 
-_REGION = re.compile(r"^[a-z][a-z0-9-]*[0-9]$")
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+REGION_RE = re.compile(r"^[a-z][a-z0-9-]*[0-9]$")
+EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 
@@ -75,13 +75,13 @@ def _validate(project: str, region: str, image: str, service_account: str,
     check_project(project)
     if not region.strip():
         raise ConfigError("region must not be empty (e.g. us-central1)")
-    if not _REGION.match(region):
+    if not REGION_RE.match(region):
         raise ConfigError(f"region {region!r} is not a Google Cloud region such as us-central1")
     if not _IMAGE.match(image):
         raise ConfigError(f"image {image!r} is not an image reference such as "
                           f"us-central1-docker.pkg.dev/{project}/nba/outbox:TAG")
     for what, email in (("service_account", service_account), ("scheduler_sa", scheduler_sa)):
-        if not _EMAIL.match(email):
+        if not EMAIL_RE.match(email):
             raise ConfigError(f"{what} {email!r} is not a service account email")
     fields = schedule.split()
     if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):

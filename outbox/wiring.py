@@ -21,13 +21,7 @@ from outbox.bigquery_write import LegacyStreamingAppender, RowAppender, StorageW
 from outbox.errors import ConfigError
 from outbox.ports import Publisher
 from outbox.routes import ROUTES, Route
-from outbox.schema import (
-    OUTBOX_JOURNAL,
-    OUTBOX_LEASE,
-    OUTBOX_RUNS,
-    TableSpec,
-    check_project,
-)
+from outbox.schema import TableSpec, check_project
 
 if TYPE_CHECKING:
     from outbox.pubsub_publisher import PubSubPublisher
@@ -133,21 +127,10 @@ def storage_reader(settings: Settings) -> StorageReader | None:
 
 
 def all_tables(settings: Settings) -> list[TableSpec]:
-    """Every table the platform needs, for ``outbox init`` and ``outbox infra``.
+    """Every table the platform needs (the one list lives in :mod:`outbox.infra`)."""
+    from outbox.infra import platform_tables
 
-    The one list: route logs and the relay's own tables, the processors'
-    ledger and quarantine, and the ``nba_raw`` tables the processors load.
-    """
-    from processors.dedupe import PROCESSED_EVENTS
-    from processors.quarantine import PROCESSOR_QUARANTINE
-    from processors.raw import RAW_TABLES
-
-    return [
-        *(r.table for r in settings.routes),
-        OUTBOX_JOURNAL, OUTBOX_LEASE, OUTBOX_RUNS,
-        PROCESSED_EVENTS, PROCESSOR_QUARANTINE,
-        *(t.spec for t in RAW_TABLES),
-    ]
+    return list(platform_tables())
 
 
 @dataclass
