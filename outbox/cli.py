@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from outbox import logs
+from outbox.cli_audit import audit
 from outbox.cli_infra import infra
 from outbox.cli_replay import replay
 from outbox.errors import ConfigError, OutboxError
@@ -202,18 +204,31 @@ def relay_schedule(ctx: click.Context, interval: float, route_name: str | None,
 
 @main.command()
 @click.option("--interval", type=click.FloatRange(0.5, 3600), default=2.0, show_default=True,
-              help="Seconds between relay runs.")
-@click.option("--rows-per-second", type=click.FloatRange(0.1, 10_000), default=5.0,
-              show_default=True)
+              help="Seconds between relay runs (each relays both routes).")
+@click.option("--scrape-interval", type=click.FloatRange(0.5, 3600), default=5.0,
+              show_default=True, help="Seconds between scraper cycles (every scraper once).")
+@click.option("--days", type=click.IntRange(1, 30), default=3, show_default=True,
+              help="Cycles scrape today, then yesterday, ... this many days back, and again.")
+@click.option("--storage", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".dev/storage"), show_default=True,
+              help="Directory the scrapers write raw files to (file://).")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path(".dev/dev.log"), show_default=True,
+              help="Where the logs go while the live view owns the terminal.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the generated league (games, players, upstream faults).")
 @click.option("--duration", type=Duration(), default=None,
               help="Stop after this long (default: until Ctrl-C).")
-def dev(interval: float, rows_per_second: float, duration: dt.timedelta | None) -> None:
-    """Run the whole pipeline locally on the emulators, with a live view."""
-    from outbox.devstack import run_dev
+def dev(interval: float, scrape_interval: float, days: int, storage: Path, log_file: Path,
+        seed: int, duration: dt.timedelta | None) -> None:
+    """Run the whole pipeline locally: emulators, scrapers against a fixture server,
+    the relay, the processor service behind a push subscription, and a live view."""
+    from outbox.devstack import DevOptions, run_dev
 
+    options = DevOptions(interval=interval, scrape_interval=scrape_interval, days=days,
+                         storage=storage, log_file=log_file, duration=duration, seed=seed)
     try:
-        run_dev(interval=interval, rows_per_second=rows_per_second, duration=duration,
-                console=console)
+        run_dev(options, console)
     except OutboxError as exc:
         _fail(exc)
 
@@ -324,6 +339,7 @@ def quarantine(ctx: click.Context, since: dt.timedelta, limit: int, as_json: boo
 
 main.add_command(replay)
 main.add_command(infra)
+main.add_command(audit)
 
 
 if __name__ == "__main__":  # pragma: no cover
