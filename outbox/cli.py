@@ -216,7 +216,7 @@ def relay_schedule(ctx: click.Context, interval: float, route_name: str | None,
               default=Path(".dev/dev.log"), show_default=True,
               help="Where the logs go while the live view owns the terminal.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the generated league (games, players, upstream faults).")
+              help="Seed of the generated league (games, players, lines).")
 @click.option("--duration", type=Duration(), default=None,
               help="Stop after this long (default: until Ctrl-C).")
 def dev(interval: float, scrape_interval: float, days: int, storage: Path, log_file: Path,

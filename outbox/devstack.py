@@ -1,219 +1,66 @@
 """``outbox dev``: the whole pipeline on one machine, with no cloud account.
 
-So that a developer can watch rows flow from the log table to Pub/Sub before
-deploying anything, this runs the real store, publisher and ``Relay`` against the
-local emulators (those named by BIGQUERY_EMULATOR_HOST / PUBSUB_EMULATOR_HOST, else
-its own), with a writer of realistic rows and a live view. Writer, relay loop and a
-subscriber share a :class:`DevState` under a lock. The relay is a plain loop, not a
-scheduler: one run at a time by construction, and the final drain comes after it.
+So that a developer can watch an event travel the platform before deploying
+anything, this runs the real code end to end against local stand-ins:
+
+1. the real scrapers (:data:`scrapers.registry.REGISTRY`) on a short cycle
+   against a local fixture server (:class:`scrapers.fixture_server.League`:
+   generated BallDontLie and Odds API answers, an off day a week, a few 500s,
+   429s and bad bodies), writing raw files under a ``file://`` root and one
+   log row per run through the real store;
+2. the real relay, for both routes (scrapers → ``nba-scraper-complete``,
+   processors → ``nba-phase2-complete``);
+3. the Pub/Sub emulator pushing ``nba-scraper-complete`` through
+   ``nba-processors-sub`` (retry policy, dead-letter topic after 5 attempts)
+   to the real processor service, in-process, which loads ``nba_raw``;
+4. a pull subscription counting the phase-2 events.
+
+Emulators come from BIGQUERY_EMULATOR_HOST / PUBSUB_EMULATOR_HOST, else are
+started here. Loops share a :class:`~outbox.devstack_view.DevState` under a
+lock, and every BigQuery call takes turns under one emulator lock (see
+:mod:`outbox.devstack_service`). Stopping (Ctrl-C, SIGTERM, ``duration``)
+drains both routes, then stops the service, the fixture server and any
+emulator started here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
+import logging
 import os
-import random
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
-from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from outbox.bigquery_tables import ensure_tables
+from outbox.blobs import LocalBlobs
+from outbox.devstack_loops import (
+    DEV_KEYS,
+    DLQ_TOPIC,
+    DRAIN_DEADLINE,
+    DevOptions,
+    DevRun,
+    raw_count_statement,
+)
+from outbox.devstack_view import DevState, render, seconds
 from outbox.emulators import BigQueryEmulator, PubSubEmulator, bigquery_from_env, pubsub_from_env
-from outbox.errors import OutboxError, TransientError
+from outbox.errors import OutboxError
+from outbox.logs import JsonFormatter
 from outbox.pubsub_admin import ensure_topics
-from outbox.samples import scraper_row
-from outbox.schema import OUTBOX_JOURNAL
-from outbox.wiring import Settings, Wiring
-from relay import Relay, RelayConfig, RunSummary
+from outbox.routes import PHASE2_COMPLETE, SCRAPER_COMPLETE
+from outbox.wiring import Settings, Wiring, all_tables
+from scrapers.fixture_server import League, Upstream
+
+__all__ = ["DEV_PROJECT", "DevOptions", "DevState", "raw_count_statement", "run_dev"]
 
 DEV_PROJECT = "local-project"
-DRAIN_DEADLINE = dt.timedelta(seconds=60)
-MAX_ROWS_PER_APPEND = 1000
-NONE = "-"
-
-
-@dataclasses.dataclass
-class DevState:
-    """What the live view shows; :func:`run_dev` returns the final one."""
-
-    session: str = ""  # prefix of every execution_id this run writes
-    subscription: str = ""
-    phase: str = "starting"
-    elapsed: float = 0.0
-    written: int = 0
-    published: int = 0
-    pending: int | None = None
-    oldest_pending_age: float | None = None
-    received: int = 0
-    runs: int = 0
-    last_run: RunSummary | None = None
-    errors: int = 0
-    last_error: str | None = None
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return NONE
-    minutes, seconds = divmod(value, 60)
-    return f"{int(minutes)}m {seconds:04.1f}s" if minutes else f"{seconds:.1f}s"
-
-
-def render(state: DevState) -> Table:
-    """The live view of ``state``. Pure."""
-    table = Table(show_header=False, title_justify="left",
-                  title=f"outbox dev · session {state.session} · {state.phase}")
-    table.add_row("elapsed", _seconds(state.elapsed))
-    table.add_row("rows written", str(state.written))
-    table.add_row("published", str(state.published))
-    table.add_row("pending", NONE if state.pending is None else str(state.pending))
-    table.add_row("oldest pending", _seconds(state.oldest_pending_age))
-    table.add_row(f"received on {state.subscription}", str(state.received))
-    table.add_row("relay runs", str(state.runs))
-    table.add_section()
-    for name in ("polled", "published", "failed", "set_aside", "folded", "seconds", "stopped"):
-        value = NONE if state.last_run is None else str(getattr(state.last_run, name))
-        table.add_row(f"last run: {name.replace('_', ' ')}", value)
-    if state.errors:
-        table.add_section()
-        table.add_row("[red]errors[/]", f"[red]{state.errors}, last: {state.last_error}[/]")
-    return table
-
-
-class _DevRun:
-    def __init__(self, wiring: Wiring, interval: float, rows_per_second: float) -> None:
-        self.route = wiring.settings.route("scrapers")
-        self.interval, self.rate = interval, rows_per_second
-        self.writer_store, self.relay_store = wiring.store(self.route), wiring.store(self.route)
-        self.publisher = wiring.publisher()
-        self.relay = Relay(self.route, self.relay_store, self.publisher,
-                           RelayConfig(deadline=dt.timedelta(seconds=max(interval, 5.0))))
-        self.subscriber = pubsub_v1.SubscriberClient()
-        project = wiring.settings.project
-        self.sub_path = self.subscriber.subscription_path(project, f"{self.route.topic}-dev")
-        with contextlib.suppress(gexc.AlreadyExists):
-            self.subscriber.create_subscription(request={
-                "name": self.sub_path, "topic": f"projects/{project}/topics/{self.route.topic}"})
-        self.state = DevState(session=uuid.uuid4().hex[:8],
-                              subscription=self.sub_path.rsplit("/", 1)[-1])
-        self.lock = threading.Lock()
-        # bqemulator shares one DuckDB connection between its gRPC write thread and its
-        # event loop: an append while a read session or query runs can deadlock it (seen
-        # here). Real BigQuery has no such limit; this only keeps writer and relay apart.
-        self.emulator_lock = threading.Lock()
-        self.stop = threading.Event()
-        self.fatal: BaseException | None = None
-        self.started = time.monotonic()
-
-    def snapshot(self) -> DevState:
-        with self.lock:
-            return dataclasses.replace(self.state, elapsed=time.monotonic() - self.started)
-
-    def _note_error(self, exc: BaseException) -> None:
-        with self.lock:
-            self.state.errors += 1
-            self.state.last_error = f"{type(exc).__name__}: {exc}"[:160]
-
-    def _guarded(self, loop: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                loop()
-            except BaseException as exc:  # re-raised by run_dev on the main thread
-                self.fatal = exc
-                self.stop.set()
-        return run
-
-    def _write_loop(self) -> None:
-        rng, sent, began = random.Random(), 0, time.monotonic()
-        while not self.stop.wait(min(0.2, 1.0 / self.rate)):
-            due = min(int((time.monotonic() - began) * self.rate) - sent, MAX_ROWS_PER_APPEND)
-            if due <= 0:
-                continue
-            rows = [scraper_row(rng, execution_id=f"{self.state.session}-{sent + i:07d}")
-                    for i in range(due)]
-            try:
-                with self.emulator_lock:
-                    self.writer_store.append(rows)
-            except TransientError as exc:
-                self._note_error(exc)
-                continue
-            sent += due
-            with self.lock:
-                self.state.written = sent
-
-    def _record(self, summary: RunSummary) -> None:
-        with self.lock:
-            self.state.runs += 1
-            self.state.last_run = summary
-            self.state.published += summary.published
-            self.state.pending = summary.backlog
-            self.state.oldest_pending_age = summary.oldest_pending_age_seconds
-
-    def _relay_loop(self) -> None:
-        while not self.stop.is_set():
-            began = time.monotonic()
-            with self.emulator_lock:
-                summary = self.relay.run_once()
-            self._record(summary)
-            self.stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
-
-    def _pull(self, timeout: float) -> int:
-        try:
-            response = self.subscriber.pull(
-                request={"subscription": self.sub_path, "max_messages": 1000}, timeout=timeout)
-        except gexc.DeadlineExceeded:
-            return 0
-        if ack_ids := [m.ack_id for m in response.received_messages]:
-            self.subscriber.acknowledge(
-                request={"subscription": self.sub_path, "ack_ids": ack_ids})
-        with self.lock:
-            self.state.received += len(ack_ids)
-        return len(ack_ids)
-
-    def _receive_loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                if not self._pull(timeout=1.0):
-                    self.stop.wait(0.2)
-            except gexc.GoogleAPICallError as exc:
-                self._note_error(exc)
-                self.stop.wait(1.0)
-
-    def start(self) -> list[threading.Thread]:
-        with self.lock:
-            self.started, self.state.phase = time.monotonic(), "running"
-        loops = {"writer": self._write_loop, "relay": self._relay_loop,
-                 "subscriber": self._receive_loop}
-        threads = [threading.Thread(target=self._guarded(loop), name=f"dev-{name}", daemon=True)
-                   for name, loop in loops.items()]
-        for thread in threads:
-            thread.start()
-        return threads
-
-    def drain(self) -> None:
-        """Relay what is left, count what remains, wait for the dev subscription."""
-        with self.lock:
-            self.state.phase = "draining"
-        self._record(self.relay.run_once(DRAIN_DEADLINE))
-        left = self.relay_store.poll(dt.datetime.now(dt.UTC) - self.relay.config.lookback, 1)
-        with self.lock:
-            self.state.pending = left.backlog
-            self.state.oldest_pending_age = None if left.oldest is None else (
-                dt.datetime.now(dt.UTC) - left.oldest).total_seconds()
-        give_up = time.monotonic() + 10.0
-        while (s := self.snapshot()).received < s.published and time.monotonic() < give_up:
-            self._pull(timeout=2.0)
-        with self.lock:
-            self.state.phase = "stopped"
 
 
 @contextlib.contextmanager
@@ -233,10 +80,34 @@ def _dev_environment(pubsub_host: str) -> Iterator[None]:
             os.environ["PUBSUB_EMULATOR_HOST"] = before
 
 
-def run_dev(*, interval: float, rows_per_second: float, duration: dt.timedelta | None,
-            console: Console) -> DevState:
-    """Write, relay and receive until Ctrl-C (or SIGTERM) or ``duration``; drain; return
-    the final state. Raises EmulatorUnavailable if an emulator cannot start."""
+@contextlib.contextmanager
+def _logs_to(path: Path) -> Iterator[None]:
+    """Every log record to ``path`` (JSON lines, INFO and up) while the live view runs.
+
+    The view owns the terminal: a line on stderr under it would tear the frame,
+    and the scrapers and the service log every run. Restored afterwards.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    root, werkzeug = logging.getLogger(), logging.getLogger("werkzeug")
+    handlers, level, werkzeug_level = root.handlers[:], root.level, werkzeug.level
+    root.handlers[:] = [handler]
+    root.setLevel(level if logging.NOTSET < level < logging.INFO else logging.INFO)
+    werkzeug.setLevel(logging.WARNING)  # processors.service already logs each push
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        werkzeug.setLevel(werkzeug_level)
+        handler.close()
+
+
+def run_dev(options: DevOptions, console: Console) -> DevState:
+    """Scrape, relay, push, process and receive until Ctrl-C (or SIGTERM) or
+    ``options.duration``; drain; return the final state. Raises
+    EmulatorUnavailable if an emulator cannot start."""
     project = os.environ.get("OUTBOX_PROJECT") or DEV_PROJECT
     with contextlib.ExitStack() as stack:
         if (pubsub := pubsub_from_env()) is None:  # first: it is the one with prerequisites
@@ -252,13 +123,18 @@ def run_dev(*, interval: float, rows_per_second: float, duration: dt.timedelta |
         settings = dataclasses.replace(Settings.from_env(project), bigquery_emulator=bq[0],
                                        bigquery_emulator_grpc=bq[1], pubsub_emulator=pubsub)
         wiring = Wiring.build(settings)
-        routes = settings.routes
-        ensure_tables(wiring.bigquery, project, [*(r.table for r in routes), OUTBOX_JOURNAL])
-        ensure_topics(project, sorted({r.topic for r in routes}))
-        dev = _DevRun(wiring, interval, rows_per_second)
-        stack.callback(dev.subscriber.close)
-        stack.callback(dev.publisher.close)
-        stop_at = time.monotonic() + (duration.total_seconds() if duration else float("inf"))
+        ensure_tables(wiring.bigquery, project, all_tables(settings))
+        ensure_topics(project, [SCRAPER_COMPLETE.topic, PHASE2_COMPLETE.topic, DLQ_TOPIC])
+        stack.enter_context(_logs_to(options.log_file))
+        league = League(options.seed, options.faults, api_keys=DEV_KEYS)
+        upstream = stack.enter_context(Upstream(league, keep=1000))
+        dev = DevRun(wiring, options, LocalBlobs(options.storage), upstream, uuid.uuid4().hex[:8])
+        stack.callback(dev.close)
+        stack.callback(dev.service.close)
+        dev.subscribe()
+        stack.callback(dev.unsubscribe)
+        duration = options.duration.total_seconds() if options.duration else float("inf")
+        stop_at = time.monotonic() + duration
         with Live(console=console, refresh_per_second=2,
                   get_renderable=lambda: render(dev.snapshot())):
             threads = dev.start()
@@ -281,10 +157,21 @@ def run_dev(*, interval: float, rows_per_second: float, duration: dt.timedelta |
         if not console.is_terminal:
             console.line()  # rich ends the last frame with a newline only on terminals
         final = dev.snapshot()
-        colour = "green" if final.pending == 0 else "yellow"
-        console.print(
-            f"[{colour}]outbox dev stopped after {_seconds(final.elapsed)}:[/] "
-            f"{final.written} rows written, {final.published} published in {final.runs} relay "
-            f"runs, {final.received} received on {final.subscription}, {final.pending} pending",
-            highlight=False)
+        _summary(console, final)
         return final
+
+
+def _summary(console: Console, final: DevState) -> None:
+    scrapers, processors = (final.routes[SCRAPER_COMPLETE.name],
+                            final.routes[PHASE2_COMPLETE.name])
+    settled = scrapers.pending == 0 and processors.pending == 0
+    colour = "green" if settled else "yellow"
+    runs = sum(final.scraper_runs.values())
+    console.print(
+        f"[{colour}]outbox dev stopped after {seconds(final.elapsed)}:[/] {runs} scraper runs, "
+        f"{scrapers.published}/{scrapers.written} scraper events published, "
+        f"{final.deliveries.get('processed', 0)} processed, "
+        f"{sum(final.raw_rows.values())} nba_raw rows, "
+        f"{final.phase2_received} phase-2 events received; pending: {scrapers.pending} "
+        f"scrapers, {processors.pending} processors. Logs: {final.log_file}",
+        highlight=False)

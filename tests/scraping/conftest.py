@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scraper_fixtures import BDL_KEY, ODDS_KEY, Rig, Upstream
+from scraper_fixtures import BDL_KEY, ODDS_KEY, Rig
 
 from outbox.blobs import LocalBlobs
 from outbox.testing import InMemoryOutboxStore
+from scrapers.fixture_server import Upstream
 
 
 @pytest.fixture

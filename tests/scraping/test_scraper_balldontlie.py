@@ -7,17 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from scraper_fixtures import (
-    BDL_KEY,
-    DATE,
-    Reply,
-    Rig,
-    Upstream,
-    bdl_page,
-    box_score,
-    game,
-)
+from scraper_fixtures import BDL_KEY, DATE, Rig
 
+from scrapers.fixture_server import Reply, Upstream, bdl_page, box_score, game
 from scrapers.http import RetryPolicy
 
 Record = Callable[[int], dict[str, Any]]

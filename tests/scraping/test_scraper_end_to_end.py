@@ -12,9 +12,10 @@ import uuid
 from typing import Any
 
 import pytest
-from scraper_fixtures import DATE, FAST_RETRIES, Reply, Rig, bdl_page, game
+from scraper_fixtures import DATE, FAST_RETRIES, Rig
 
 from outbox.routes import SCRAPER_COMPLETE, Route
+from scrapers.fixture_server import Reply, bdl_page, game
 from scrapers.registry import REGISTRY
 from scrapers.service import create_app
 

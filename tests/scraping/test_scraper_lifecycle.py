@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from scraper_fixtures import DATE, Reply, Rig, bdl_page, game
+from scraper_fixtures import DATE, Rig
 
 from outbox.testing import StoreFaults
+from scrapers.fixture_server import Reply, bdl_page, game
 from scrapers.http import masked_url, retry_after_seconds
 from scrapers.options import InvalidOptions, validate_options, without_secrets
 from scrapers.registry import REGISTRY, Registry

@@ -5,17 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from scraper_fixtures import (
-    DATE,
-    EVENTS_PATH,
-    ODDS_KEY,
-    Reply,
-    Rig,
-    event_odds,
-    odds_event,
-    odds_path,
-)
+from scraper_fixtures import DATE, ODDS_KEY, Rig
 
+from scrapers.fixture_server import EVENTS_PATH, Reply, event_odds, odds_event, odds_path
 from scrapers.odds_api import commence_window
 
 NAME = "oddsa_player_props"

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
-from scraper_fixtures import DATE, FAST_RETRIES, Reply, Rig, bdl_page, game
+from scraper_fixtures import DATE, FAST_RETRIES, Rig
 
 from outbox import cli
 from outbox.testing import InMemoryOutboxStore, StoreFaults
+from scrapers.fixture_server import Reply, bdl_page, game
 from scrapers.registry import REGISTRY
 from scrapers.service import app_from_env, create_app
 
