@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import drain, latency
+from benchmarks import drain, latency, process_overhead
 
 console = Console()
 
@@ -21,11 +21,14 @@ console = Console()
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=5000, show_default=True)
 @click.option("--latency-rows", type=click.IntRange(10), default=300, show_default=True)
 @click.option("--latency-rate", type=click.FloatRange(0.5, 200), default=10.0, show_default=True)
-@click.option("--only", type=click.Choice(["drain", "latency"]), default=None)
+@click.option("--process-requests", type=click.IntRange(100), default=2000, show_default=True,
+              help="Pushes per side per round for the /process overhead benchmark.")
+@click.option("--process-rounds", type=click.IntRange(1, 20), default=5, show_default=True)
+@click.option("--only", type=click.Choice(["drain", "latency", "process"]), default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"))
 def main(rows: int, repeat: int, batch_size: int, latency_rows: int, latency_rate: float,
-         only: str | None, out: Path) -> None:
-    """Drain throughput, BigQuery jobs per batch, and end-to-end latency."""
+         process_requests: int, process_rounds: int, only: str | None, out: Path) -> None:
+    """Drain throughput, BigQuery jobs per batch, end-to-end latency, /process overhead."""
     out.mkdir(parents=True, exist_ok=True)
     if only in (None, "drain"):
         drain.main.callback(rows, repeat, batch_size, out / "drain.json")  # type: ignore[misc]
@@ -40,6 +43,10 @@ def main(rows: int, repeat: int, batch_size: int, latency_rows: int, latency_rat
                       f"{result['p50_seconds']:.2f}", f"{result['p99_seconds']:.2f}",
                       f"{result['max_seconds']:.2f}")
         console.print(table)
+    if only in (None, "process"):
+        console.print(f"process: /process vs a bare Flask endpoint, {process_rounds} rounds of "
+                      f"{process_requests} pushes per side ...")
+        process_overhead.main(process_requests, process_rounds, out=out / "process.json")
 
 
 if __name__ == "__main__":

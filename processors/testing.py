@@ -60,6 +60,7 @@ class InMemoryLedger:
         self.spec = spec
         self.faults = faults or Faults()
         self.rows: list[Row] = []
+        self._dates: dict[tuple[str, str], list[dt.date]] = {}
         self.queries = 0
         self._lock = threading.Lock()
 
@@ -67,17 +68,16 @@ class InMemoryLedger:
         with self._lock:
             self.faults.read("ledger lookup")
             self.queries += 1
-            return any(
-                r["execution_id"] == execution_id and r["processor"] == processor
-                and abs(r["event_date"] - event_date) <= LOOKUP_WINDOW
-                for r in self.rows
-            )
+            return any(abs(d - event_date) <= LOOKUP_WINDOW
+                       for d in self._dates.get((execution_id, processor), ()))
 
     def record(self, entry: LedgerEntry) -> None:
         row = check_writable(entry.row(self.spec))
         with self._lock:
             self.faults.write("ledger append")
             self.rows.append(row)
+            key = (row["execution_id"], row["processor"])
+            self._dates.setdefault(key, []).append(row["event_date"])
 
     def keys(self) -> list[tuple[str, str]]:
         """(execution_id, processor) of every record, in order, duplicates kept."""
