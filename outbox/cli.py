@@ -18,6 +18,7 @@ from rich.table import Table
 
 from outbox import logs
 from outbox.cli_audit import audit
+from outbox.cli_dlq import dlq
 from outbox.cli_infra import infra
 from outbox.cli_replay import replay
 from outbox.errors import ConfigError, OutboxError
@@ -340,6 +341,7 @@ def quarantine(ctx: click.Context, since: dt.timedelta, limit: int, as_json: boo
 main.add_command(replay)
 main.add_command(infra)
 main.add_command(audit)
+main.add_command(dlq)
 
 
 if __name__ == "__main__":  # pragma: no cover
