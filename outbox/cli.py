@@ -18,6 +18,7 @@ from rich.table import Table
 
 from outbox import logs
 from outbox.cli_audit import audit
+from outbox.cli_common import settings_from_ctx
 from outbox.cli_dlq import dlq
 from outbox.cli_infra import infra
 from outbox.cli_replay import replay
@@ -28,11 +29,7 @@ console = Console(stderr=False)
 
 
 def _settings(ctx: click.Context) -> Settings:
-    obj: dict[str, Any] = ctx.obj
-    try:
-        return Settings.from_env(obj.get("project"))
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+    return settings_from_ctx(ctx)
 
 
 def _fail(exc: Exception) -> None:

@@ -13,11 +13,9 @@ which imports it.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import sys
-from typing import Any
 
 import click
 from rich.console import Console
@@ -32,24 +30,12 @@ from outbox.audit import (
     check_window,
     run_audit,
 )
+from outbox.cli_common import settings_from_ctx
 from outbox.clock import utcnow
 from outbox.errors import ConfigError, OutboxError
 from outbox.wiring import Settings
 
 console = Console(stderr=False)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    """Settings from the environment; ``ctx.obj["routes"]`` may replace the routes
-    (tests point a route at a table in their own dataset that way)."""
-    obj: dict[str, Any] = ctx.obj or {}
-    try:
-        settings = Settings.from_env(obj.get("project"))
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    if obj.get("routes"):
-        settings = dataclasses.replace(settings, routes=tuple(obj["routes"]))
-    return settings
 
 
 def _connect(settings: Settings) -> AuditSource:
@@ -139,7 +125,7 @@ def audit(ctx: click.Context, since: dt.datetime, until: dt.datetime,
 
     Exits 0 if nothing is missing, 1 if any event is missing, 2 for bad input.
     """
-    settings = _settings(ctx)
+    settings = settings_from_ctx(ctx)
     try:
         routes = [settings.route(n) for n in dict.fromkeys(route_names)] or list(settings.routes)
     except ConfigError as exc:

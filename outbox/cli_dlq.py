@@ -12,11 +12,9 @@ not import ``outbox.cli``.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -24,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from outbox.cli_common import graceful_sigint
 from outbox.dlq import (
     SOURCE_PUBLISH_TIME,
     DeadLetter,
@@ -183,26 +182,6 @@ def list_(ctx: click.Context, subscription: str, limit: int, as_json: bool) -> N
                                  f"message(s){more}", project))
 
 
-@contextmanager
-def _graceful_sigint(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C: finish the batch in flight (publish and ack), then stop. Second: abort."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        console.print("[yellow]stopping after the batch in flight (Ctrl-C again to abort)[/]")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def _summary_table(s: RedriveSummary, subscription: str, topic: str,
                    filters: Sequence[str]) -> Table:
     state = "dry run: nothing sent" if s.dry_run else "stopped" if s.stopped else "complete"
@@ -303,7 +282,7 @@ def _run(redriver: Redriver) -> int:
         progress.update(task, completed=s.redriven, left=left)
 
     try:
-        with progress, _graceful_sigint(stop):
+        with progress, graceful_sigint(stop, console.print):
             summary = redriver.run(on_batch, stop.is_set)
     except KeyboardInterrupt:
         console.print("[bold red]aborted:[/] unacked messages stay in the DLQ; a message "

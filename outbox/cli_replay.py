@@ -11,14 +11,11 @@ must not import ``outbox.cli``, which imports it.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import shlex
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +35,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from outbox.cli_common import graceful_sigint, settings_from_ctx
 from outbox.clock import utcnow
 from outbox.errors import ConfigError, OutboxError
 from outbox.ports import Publisher
@@ -78,19 +76,6 @@ class Rate(click.ParamType):  # type: ignore[type-arg]
         return rate
 
 
-def _settings(ctx: click.Context) -> Settings:
-    """Settings from the environment; ``ctx.obj["routes"]`` may replace the routes
-    (tests point a route at a table in their own dataset that way)."""
-    obj: dict[str, Any] = ctx.obj or {}
-    try:
-        settings = Settings.from_env(obj.get("project"))
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    if obj.get("routes"):
-        settings = dataclasses.replace(settings, routes=tuple(obj["routes"]))
-    return settings
-
-
 def _connect(settings: Settings, route: Route) -> tuple[ReplaySource, Callable[[], Publisher]]:
     """The real source and a publisher factory; the seam tests replace."""
     from outbox.pubsub_publisher import PubSubPublisher
@@ -104,26 +89,6 @@ class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text("- msg/s" if speed is None else f"{speed:,.1f} msg/s", style="cyan")
-
-
-@contextmanager
-def _graceful_sigint(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C: finish the batch in flight, then stop. Second: stop at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        console.print("[yellow]stopping after the batch in flight (Ctrl-C again to abort)[/]")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _resume_command(query: ReplayQuery, path: Path) -> str:
@@ -200,7 +165,7 @@ def replay(ctx: click.Context, since: dt.datetime, until: dt.datetime,
     Exits 2 for a bad request (nothing sent), 1 if any row failed or the
     replay stopped on an error, 130 when aborted.
     """
-    settings = _settings(ctx)
+    settings = settings_from_ctx(ctx)
     try:
         route = settings.route(route_name)
     except ConfigError as exc:
@@ -280,7 +245,7 @@ def _run(source: ReplaySource, make_publisher: Callable[[], Publisher], route: R
     task = progress.add_task("replay", total=total)
     code = 0
     try:
-        with progress, _graceful_sigint(stop):
+        with progress, graceful_sigint(stop, console.print):
             replayer.run(checkpoint, file.save,
                          lambda s: progress.update(task, completed=s.sent + s.failed),
                          stop.is_set)
