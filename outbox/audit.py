@@ -36,7 +36,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from outbox.bigquery_errors import translate
-from outbox.bigquery_sql import Param, Statement, table_ref
+from outbox.bigquery_sql import LATEST_ERRORS_CTE, Param, Statement, table_ref
 from outbox.bigquery_store import query_params, transient_retry
 from outbox.errors import ConfigError
 from outbox.replay import DAY, name_column
@@ -286,12 +286,7 @@ journal AS (
   FROM entries
   GROUP BY execution_id
 ),
-errors AS (
-  SELECT execution_id, error,
-    ROW_NUMBER() OVER (PARTITION BY execution_id ORDER BY recorded_at DESC) AS n
-  FROM entries
-  WHERE error IS NOT NULL
-)
+{LATEST_ERRORS_CTE}
 SELECT l.execution_id, l.{part} AS triggered_at, l.{name_column(route)} AS name, l.status,
   l.gcs_path, IFNULL(l.published, FALSE) AS flagged, IFNULL(j.journaled, FALSE) AS journaled,
   IFNULL(j.set_aside, FALSE) AS set_aside, IFNULL(j.attempts, 0) AS attempts,

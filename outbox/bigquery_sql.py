@@ -51,6 +51,15 @@ def _entries_cte(project: str, journal: TableSpec) -> str:
 )"""
 
 
+LATEST_ERRORS_CTE = """errors AS (
+  SELECT execution_id, error,
+    ROW_NUMBER() OVER (PARTITION BY execution_id ORDER BY recorded_at DESC) AS n
+  FROM entries
+  WHERE error IS NOT NULL
+)"""
+"""Each row's newest journal error (``n = 1``), over an ``entries`` CTE."""
+
+
 def _journal_cte(project: str, journal: TableSpec) -> str:
     return f"""{_entries_cte(project, journal)},
 journal AS (
@@ -211,12 +220,7 @@ journal AS (
   FROM entries
   GROUP BY execution_id
 ),
-errors AS (
-  SELECT execution_id, error,
-    ROW_NUMBER() OVER (PARTITION BY execution_id ORDER BY recorded_at DESC) AS n
-  FROM entries
-  WHERE error IS NOT NULL
-)
+{LATEST_ERRORS_CTE}
 SELECT j.execution_id, l.{log.partition_column} AS triggered_at, j.attempts,
   e.error AS last_error, j.set_aside_at
 FROM journal AS j
