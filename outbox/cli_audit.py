@@ -30,7 +30,7 @@ from outbox.audit import (
     check_window,
     run_audit,
 )
-from outbox.cli_common import settings_from_ctx
+from outbox.cli_common import settings_from_ctx, window_options
 from outbox.clock import utcnow
 from outbox.errors import ConfigError, OutboxError
 from outbox.wiring import Settings
@@ -100,10 +100,7 @@ def render(report: AuditReport, out: Console, limit: int) -> None:
 
 
 @click.command("audit")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), required=True, metavar="DATE",
-              help="First UTC day of the window (YYYY-MM-DD), inclusive.")
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), required=True, metavar="DATE",
-              help="Last UTC day of the window (YYYY-MM-DD), inclusive.")
+@window_options
 @click.option("--route", "route_names", multiple=True, metavar="ROUTE",
               help="Only this route (repeatable; default: every route).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")

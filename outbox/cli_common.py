@@ -15,6 +15,18 @@ from outbox.errors import ConfigError
 from outbox.wiring import Settings
 
 
+def window_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--since DATE --until DATE``: inclusive UTC days, as replay and audit take them."""
+    for option in reversed((
+        click.option("--since", type=click.DateTime(["%Y-%m-%d"]), required=True,
+                     metavar="DATE", help="First UTC day of the window (YYYY-MM-DD), inclusive."),
+        click.option("--until", type=click.DateTime(["%Y-%m-%d"]), required=True,
+                     metavar="DATE", help="Last UTC day of the window (YYYY-MM-DD), inclusive."),
+    )):
+        command = option(command)
+    return command
+
+
 def settings_from_ctx(ctx: click.Context) -> Settings:
     """Settings from the environment; ``ctx.obj["routes"]`` may replace the routes
     (tests point a route at a table in their own dataset that way)."""

@@ -35,7 +35,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from outbox.cli_common import graceful_sigint, settings_from_ctx
+from outbox.cli_common import graceful_sigint, settings_from_ctx, window_options
 from outbox.clock import utcnow
 from outbox.errors import ConfigError, OutboxError
 from outbox.ports import Publisher
@@ -117,10 +117,7 @@ def _summary_table(summary: ReplaySummary, route: Route, query: ReplayQuery,
 
 
 @click.command("replay")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), required=True, metavar="DATE",
-              help="First UTC day of the window (YYYY-MM-DD), inclusive.")
-@click.option("--until", type=click.DateTime(["%Y-%m-%d"]), required=True, metavar="DATE",
-              help="Last UTC day of the window (YYYY-MM-DD), inclusive.")
+@window_options
 @click.option("--scraper", "names", multiple=True, metavar="NAME",
               help="Only rows of this scraper (processor with --route processors); "
                    "repeatable.")
