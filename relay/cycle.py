@@ -58,7 +58,9 @@ class RelayConfig:
     retry_wait: float = 0.5
     lease_ttl: dt.timedelta | None = None
     """How long a run holds the route's lease; default: the run's deadline plus
-    60 s, so a run that dies blocks the route for about two scheduler ticks."""
+    60 s, so a run that dies blocks the route for about two scheduler ticks. When
+    set, a run drains for at most the TTL less a quarter (at most 60 s), whatever
+    deadline it is given."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 10_000:
@@ -67,6 +69,8 @@ class RelayConfig:
             raise ConfigError("lookback must be positive and no longer than sweep_lookback")
         if self.deadline <= dt.timedelta(0):
             raise ConfigError("deadline must be positive")
+        if self.lease_ttl is not None and self.lease_ttl < dt.timedelta(seconds=1):
+            raise ConfigError(f"lease_ttl must be at least 1 s, got {self.lease_ttl}")
         if self.max_attempts < 1 or self.publish_attempts < 1:
             raise ConfigError("max_attempts and publish_attempts must be at least 1")
 
@@ -156,7 +160,11 @@ class Relay:
         summary = RunSummary(route=self.route.name, run_id=uuid.uuid4().hex[:12])
         if self.lease is None:
             return self._drain(summary, deadline)
-        ttl = self.config.lease_ttl or (deadline or self.config.deadline) + _LEASE_MARGIN
+        wanted = deadline or self.config.deadline
+        ttl = self.config.lease_ttl or wanted + _LEASE_MARGIN
+        # A drain that outlived its lease could overlap the next holder's run: it stops
+        # a quarter of the TTL (at most the usual margin) before the lease expires.
+        deadline = min(wanted, ttl - min(ttl / 4, _LEASE_MARGIN))
         try:
             held = self.lease.acquire(self.route.name, self.holder, ttl)
         except OutboxError as exc:

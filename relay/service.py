@@ -26,7 +26,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, jsonify, request
@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from outbox.errors import ConfigError
 from outbox.http_json import json_http_errors
 from relay.auth import AuthFailure, OidcVerifier
-from relay.cycle import RunSummary
+from relay.cycle import RelayConfig, RunSummary
 from relay.metrics import RelayMetrics, cost_counters
 
 if TYPE_CHECKING:
@@ -220,14 +220,15 @@ def create_app(relay_factory: RelayFactory, metrics: RelayMetrics,
     return app
 
 
-def wired_relays(settings: Settings) -> tuple[RelayFactory, Callable[[], None]]:
-    """A relay factory for ``settings`` and a function that closes what it built.
+def wired_relays(settings: Settings, config: RelayConfig | None = None,
+                 ) -> tuple[RelayFactory, Callable[[], None]]:
+    """A relay factory for ``settings`` (and ``config``, default ``RelayConfig()``)
+    and a function that closes what it built.
 
     The wiring and one publisher, shared by every route, are built on the
     first call; the runner's lock makes that call single-threaded.
     """
     from outbox.wiring import Wiring
-    from relay.cycle import RelayConfig
 
     shared: dict[str, Any] = {}
 
@@ -235,7 +236,7 @@ def wired_relays(settings: Settings) -> tuple[RelayFactory, Callable[[], None]]:
         if not shared:
             wiring = Wiring.build(settings)
             shared.update(wiring=wiring, publisher=wiring.publisher())
-        relay: RunsOnce = shared["wiring"].relay(settings.route(name), RelayConfig(),
+        relay: RunsOnce = shared["wiring"].relay(settings.route(name), config,
                                                  shared["publisher"])
         return relay
 
@@ -244,6 +245,23 @@ def wired_relays(settings: Settings) -> tuple[RelayFactory, Callable[[], None]]:
             shared["publisher"].close()
 
     return factory, close
+
+
+def relay_config_from_env(env: Mapping[str, str]) -> RelayConfig:
+    """``OUTBOX_RELAY_LEASE_TTL_SECONDS`` (optional): how long a run holds its route's
+    lease, so how long a relay that dies blocks the route. Default: each run's deadline
+    plus 60 s."""
+    raw = env.get("OUTBOX_RELAY_LEASE_TTL_SECONDS", "").strip()
+    if not raw:
+        return RelayConfig()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or not 1 <= seconds <= MAX_DEADLINE:
+        raise ConfigError(f"OUTBOX_RELAY_LEASE_TTL_SECONDS must be a number of seconds in "
+                          f"[1, {MAX_DEADLINE:g}], got {raw!r}")
+    return RelayConfig(lease_ttl=dt.timedelta(seconds=seconds))
 
 
 def app_from_env() -> Flask:
@@ -261,7 +279,7 @@ def app_from_env() -> Flask:
         deadline = parse_deadline(os.environ.get("OUTBOX_RELAY_DEADLINE_SECONDS", "50"))
     except BadRequest as exc:
         raise ConfigError(f"OUTBOX_RELAY_DEADLINE_SECONDS: {exc}") from None
-    factory, _close = wired_relays(settings)
+    factory, _close = wired_relays(settings, relay_config_from_env(os.environ))
     return create_app(factory, RelayMetrics(), OidcVerifier.from_env(), deadline,
                       [r.name for r in settings.routes])
 

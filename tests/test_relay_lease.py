@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from outbox.errors import ConfigError
 from outbox.routes import SCRAPER_COMPLETE, Route
 from outbox.samples import scraper_rows
 from outbox.testing import InMemoryLease, InMemoryOutboxStore, InMemoryPublisher, SimulatedCrash
@@ -48,6 +49,31 @@ def test_a_dead_holder_blocks_the_route_only_until_the_lease_expires() -> None:
     now[0] += dt.timedelta(seconds=91)  # deadline 30 s + 60 s margin
     assert other.run_once().stopped == "drained"
     assert store.published_ids() == {r["execution_id"] for r in store.rows}
+
+
+def test_a_configured_lease_ttl_bounds_the_block_and_the_drain() -> None:
+    now = [dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)]
+    clock = lambda: now[0]  # noqa: E731
+    store = InMemoryOutboxStore(clock=clock)
+    store.append(scraper_rows(6, now=now[0]))
+    pub, lease = InMemoryPublisher(), InMemoryLease(clock=clock)
+    pub.faults.crash_after_publish = 1
+    config = RelayConfig(batch_size=1, lease_ttl=dt.timedelta(seconds=8))
+    with pytest.raises(SimulatedCrash):
+        Relay(SCRAPER_COMPLETE, store, pub, config, lease, clock=clock).run_once()
+    ticks = iter(range(0, 1000, 5))  # every look at the monotonic clock: 5 s later
+    other = Relay(SCRAPER_COMPLETE, store, pub, config, lease, clock=clock,
+                  monotonic=lambda: float(next(ticks)))
+    assert other.run_once().stopped == "lease_held"
+    now[0] += dt.timedelta(seconds=9)
+    capped = other.run_once(deadline=dt.timedelta(hours=1))
+    assert capped.stopped == "deadline", "an hour asked for, 6 s (TTL less a quarter) given"
+    assert 0 < capped.published < 6
+
+
+def test_a_lease_ttl_under_a_second_is_refused() -> None:
+    with pytest.raises(ConfigError, match="lease_ttl"):
+        RelayConfig(lease_ttl=dt.timedelta(milliseconds=500))
 
 
 def test_contended_lease_is_a_skip_not_an_error() -> None:

@@ -34,7 +34,13 @@ from outbox.testing import InMemoryLease, InMemoryOutboxStore, InMemoryPublisher
 from relay import Relay, RelayConfig, RunSummary
 from relay.auth import OidcVerifier
 from relay.metrics import RelayMetrics, cost_counters
-from relay.service import RelayBusy, RelayRunner, app_from_env, create_app
+from relay.service import (
+    RelayBusy,
+    RelayRunner,
+    app_from_env,
+    create_app,
+    relay_config_from_env,
+)
 
 AUDIENCE = "https://relay-abc-uc.a.run.app/relay/run"
 INVOKER = "scheduler@proj.iam.gserviceaccount.com"
@@ -552,6 +558,19 @@ def test_app_from_env_refuses_a_bad_config_at_boot(env: pytest.MonkeyPatch, name
                                                    value: str, match: str) -> None:
     env.setenv(name, value)
     with pytest.raises(ConfigError, match=match):
+        app_from_env()
+
+
+@pytest.mark.parametrize(("value", "ttl"), [("", None), ("8", 8.0), (" 90.5 ", 90.5)])
+def test_the_lease_ttl_comes_from_the_environment(value: str, ttl: float | None) -> None:
+    config = relay_config_from_env({"OUTBOX_RELAY_LEASE_TTL_SECONDS": value})
+    assert (config.lease_ttl.total_seconds() if config.lease_ttl else None) == ttl
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "soon", "nan", "inf", "3601"])
+def test_a_bad_lease_ttl_fails_the_boot(env: pytest.MonkeyPatch, value: str) -> None:
+    env.setenv("OUTBOX_RELAY_LEASE_TTL_SECONDS", value)
+    with pytest.raises(ConfigError, match="OUTBOX_RELAY_LEASE_TTL_SECONDS .*" + "got"):
         app_from_env()
 
 
