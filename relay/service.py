@@ -19,6 +19,7 @@ after gunicorn has forked (gRPC channels do not survive a fork).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -248,20 +249,38 @@ def wired_relays(settings: Settings, config: RelayConfig | None = None,
 
 
 def relay_config_from_env(env: Mapping[str, str]) -> RelayConfig:
-    """``OUTBOX_RELAY_LEASE_TTL_SECONDS`` (optional): how long a run holds its route's
-    lease, so how long a relay that dies blocks the route. Default: each run's deadline
-    plus 60 s."""
+    """The relay's tunables from the environment; unset means ``RelayConfig``'s default.
+
+    ``OUTBOX_RELAY_LEASE_TTL_SECONDS``: how long a run holds its route's lease, so how
+    long a relay that dies blocks the route (default: each run's deadline plus 60 s).
+    ``OUTBOX_RELAY_BATCH_SIZE``: rows per page and per Publish call (default 1000); it
+    also bounds what a crash can re-publish (two batches, see ``relay.cycle``).
+    """
+    config = RelayConfig()
     raw = env.get("OUTBOX_RELAY_LEASE_TTL_SECONDS", "").strip()
-    if not raw:
-        return RelayConfig()
+    if raw:
+        seconds = _number(raw)
+        if not 1 <= seconds <= MAX_DEADLINE:
+            raise ConfigError(f"OUTBOX_RELAY_LEASE_TTL_SECONDS must be a number of seconds in "
+                              f"[1, {MAX_DEADLINE:g}], got {raw!r}")
+        config = dataclasses.replace(config, lease_ttl=dt.timedelta(seconds=seconds))
+    raw = env.get("OUTBOX_RELAY_BATCH_SIZE", "").strip()
+    if raw:
+        size = _number(raw)
+        if not (size.is_integer() and 1 <= size <= 10_000):
+            raise ConfigError(f"OUTBOX_RELAY_BATCH_SIZE must be a whole number in "
+                              f"[1, 10000], got {raw!r}")
+        config = dataclasses.replace(config, batch_size=int(size))
+    return config
+
+
+def _number(raw: str) -> float:
+    """A finite float, or NaN (which every range check refuses)."""
     try:
-        seconds = float(raw)
+        value = float(raw)
     except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or not 1 <= seconds <= MAX_DEADLINE:
-        raise ConfigError(f"OUTBOX_RELAY_LEASE_TTL_SECONDS must be a number of seconds in "
-                          f"[1, {MAX_DEADLINE:g}], got {raw!r}")
-    return RelayConfig(lease_ttl=dt.timedelta(seconds=seconds))
+        return math.nan
+    return value if math.isfinite(value) else math.nan
 
 
 def app_from_env() -> Flask:

@@ -567,10 +567,19 @@ def test_the_lease_ttl_comes_from_the_environment(value: str, ttl: float | None)
     assert (config.lease_ttl.total_seconds() if config.lease_ttl else None) == ttl
 
 
-@pytest.mark.parametrize("value", ["0", "0.5", "soon", "nan", "inf", "3601"])
-def test_a_bad_lease_ttl_fails_the_boot(env: pytest.MonkeyPatch, value: str) -> None:
-    env.setenv("OUTBOX_RELAY_LEASE_TTL_SECONDS", value)
-    with pytest.raises(ConfigError, match="OUTBOX_RELAY_LEASE_TTL_SECONDS .*" + "got"):
+@pytest.mark.parametrize(("value", "size"), [("", 1000), ("10", 10), ("10000", 10000)])
+def test_the_batch_size_comes_from_the_environment(value: str, size: int) -> None:
+    assert relay_config_from_env({"OUTBOX_RELAY_BATCH_SIZE": value}).batch_size == size
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    *[("OUTBOX_RELAY_LEASE_TTL_SECONDS", v) for v in ("0", "0.5", "soon", "nan", "inf", "3601")],
+    *[("OUTBOX_RELAY_BATCH_SIZE", v) for v in ("0", "2.5", "many", "10001", "-1")],
+])
+def test_a_bad_relay_tunable_fails_the_boot(env: pytest.MonkeyPatch, name: str,
+                                            value: str) -> None:
+    env.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name} must be .*got '{value}'"):
         app_from_env()
 
 
