@@ -3,14 +3,18 @@
 #   make lint   ruff + mypy only
 #   make run    the local dev stack (`outbox dev`)
 #   make bench  the benchmarks
+#   make chaos  30 rounds of kill -9 / Pub/Sub restarts under load, then the loss audit
+#               (ROUNDS=5 for a quick run, SEED=n to change or replay a run)
 
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+ROUNDS ?= 30
+SEED ?= 1
 
-.PHONY: venv test lint run bench
+.PHONY: venv test lint run bench chaos
 
 venv: $(STAMP)
 
@@ -39,3 +43,6 @@ run: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks.run
+
+chaos: venv
+	$(BIN)/outbox chaos --rounds $(ROUNDS) --seed $(SEED) --json bench-results/chaos.json

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from outbox import logs
 from outbox.cli_audit import audit
+from outbox.cli_chaos import chaos
 from outbox.cli_common import settings_from_ctx
 from outbox.cli_dlq import dlq
 from outbox.cli_infra import infra
@@ -339,6 +340,7 @@ main.add_command(replay)
 main.add_command(infra)
 main.add_command(audit)
 main.add_command(dlq)
+main.add_command(chaos)
 
 
 if __name__ == "__main__":  # pragma: no cover
