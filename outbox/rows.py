@@ -18,6 +18,8 @@ from outbox.schema import Column, TableSpec
 Row = dict[str, Any]
 
 MAX_JSON_BYTES = 1_000_000
+MAX_JSON_DEPTH = 500
+"""BigQuery's limit on nesting in a JSON value."""
 
 
 def _timestamp(col: Column, value: Any) -> dt.datetime:
@@ -30,7 +32,29 @@ def _timestamp(col: Column, value: Any) -> dt.datetime:
         raise InvalidRow(col.name, f"expected a timestamp, got {type(value).__name__}")
     if value.tzinfo is None:
         raise InvalidRow(col.name, "timestamp has no time zone; use UTC")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidRow(col.name, "timestamp is outside years 1-9999 in UTC") from None
+
+
+def _unicode(col: Column, text: str) -> None:
+    """A lone surrogate survives Python but not the wire: refuse it here, named."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise InvalidRow(col.name, "not valid Unicode text (a lone surrogate)") from None
+
+
+def _json_depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict)
+                                                   else item))
+    return deepest
 
 
 def _coerce(col: Column, value: Any) -> Any:
@@ -42,6 +66,7 @@ def _coerce(col: Column, value: Any) -> Any:
             if not col.truncate:
                 raise InvalidRow(col.name, f"longer than {col.max_length} characters")
             value = value[: col.max_length]
+        _unicode(col, value)
         return value
     if kind == "INT64":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -52,9 +77,13 @@ def _coerce(col: Column, value: Any) -> Any:
     if kind == "FLOAT64":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidRow(col.name, f"expected a number, got {type(value).__name__}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:
+            raise InvalidRow(col.name, "number is beyond the FLOAT64 range") from None
+        if not math.isfinite(number):
             raise InvalidRow(col.name, "number is not finite")
-        return float(value)
+        return number
     if kind == "BOOL":
         if not isinstance(value, bool):
             raise InvalidRow(col.name, f"expected a boolean, got {type(value).__name__}")
@@ -71,10 +100,13 @@ def _coerce(col: Column, value: Any) -> Any:
             raise InvalidRow(col.name, f"expected a date, got {type(value).__name__}")
         return value
     if kind == "JSON":
+        if _json_depth(value) > MAX_JSON_DEPTH:
+            raise InvalidRow(col.name, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
-            encoded = json.dumps(value, allow_nan=False, default=_reject)
+            encoded = json.dumps(value, allow_nan=False, default=_reject, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise InvalidRow(col.name, f"not JSON-serialisable: {exc}") from exc
+        _unicode(col, encoded)
         if len(encoded.encode()) > MAX_JSON_BYTES:
             raise InvalidRow(col.name, f"JSON larger than {MAX_JSON_BYTES} bytes")
         return json.loads(encoded)

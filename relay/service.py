@@ -139,7 +139,7 @@ def parse_deadline(value: Any) -> float:
         raise BadRequest(f"deadline must be a number of seconds, got {value!r}")
     try:
         seconds = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a JSON integer beyond any float
         raise BadRequest(f"deadline must be a number of seconds, got {value!r}") from None
     if not math.isfinite(seconds) or not 0 < seconds <= MAX_DEADLINE:
         raise BadRequest(f"deadline must be > 0 and <= {MAX_DEADLINE:g} seconds, got {value!r}")
@@ -153,7 +153,7 @@ def _params(known_routes: Sequence[str], default_deadline: float) -> tuple[float
     if raw.strip():  # Cloud Scheduler sends application/octet-stream unless told otherwise
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser
             raise BadRequest("the body must be a JSON object") from None
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")

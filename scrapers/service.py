@@ -30,6 +30,7 @@ scrape may take minutes; Cloud Run's request timeout bounds it)::
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -42,9 +43,10 @@ from outbox.blobs import Blobs
 from outbox.clock import Clock, utcnow
 from outbox.http_json import json_http_errors
 from outbox.ports import LogWriter
+from outbox.schema import SCRAPER_EXECUTION_LOG
 from scrapers.base import ScraperDeps
 from scrapers.http import RetryPolicy
-from scrapers.options import InvalidOptions
+from scrapers.options import COMMON_OPTIONS, InvalidOptions
 from scrapers.registry import REGISTRY, Registry
 from scrapers.run_log import LogWriteFailed
 
@@ -56,13 +58,37 @@ def _error(status: int, message: str, **extra: Any) -> tuple[Response, int]:
     return jsonify({"error": message, **extra}), status
 
 
+_COLUMN_LIMITS = {o.name: column.max_length for o in COMMON_OPTIONS
+                  if (column := SCRAPER_EXECUTION_LOG.column(o.name)) and column.max_length}
+"""Options copied into a log-row column of this length (``environment``: 64)."""
+TRIGGERED_BY_LIMIT = _COLUMN_LIMITS["triggered_by"]
+
+
 def _request_options() -> dict[str, Any]:
     """Query string, then a JSON object body (which wins). ``force``: Cloud
     Scheduler sends JSON as application/octet-stream unless told otherwise."""
-    body = request.get_json(force=True, silent=True) if request.get_data().strip() else {}
+    try:
+        body = request.get_json(force=True, silent=True) if request.get_data().strip() else {}
+    except RecursionError:  # nested deeper than the parser goes; silent= covers ValueError only
+        body = None
     if not isinstance(body, dict):
         raise InvalidOptions("the body must be a JSON object")
-    return {**request.args.to_dict(), **body}
+    options = {**request.args.to_dict(), **body}
+    for key, value in options.items():
+        try:  # a lone surrogate ("\ud800" in the JSON) would make the row unwritable
+            json.dumps([key, value], ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidOptions(f"option {key[:80]!r} is not valid Unicode text") from None
+    return options
+
+
+def _check_fits_log_row(opts: Mapping[str, Any]) -> None:
+    """Refuse now an option too long for its log-row column: the run would otherwise
+    happen, write its file, and then fail to log its row (a 500, and no event)."""
+    for name, limit in _COLUMN_LIMITS.items():
+        value = opts.get(name)
+        if isinstance(value, str) and len(value.strip()) > limit:
+            raise InvalidOptions(f"option {name!r} is longer than {limit} characters")
 
 
 def create_app(registry: Registry, writer: LogWriter, blobs: Blobs, *,
@@ -77,8 +103,10 @@ def create_app(registry: Registry, writer: LogWriter, blobs: Blobs, *,
 
     def run(name: Any, opts: dict[str, Any]) -> tuple[Response, int]:
         job = request.headers.get("X-CloudScheduler-JobName")
-        run_deps = dataclasses.replace(base, triggered_by=f"scheduler:{job}") if job else base
+        run_deps = (dataclasses.replace(base, triggered_by=f"scheduler:{job}"[:TRIGGERED_BY_LIMIT])
+                    if job else base)
         try:
+            _check_fits_log_row(opts)
             report = registry.run(name, run_deps, opts)
         except InvalidOptions as exc:
             log.warning("scrape refused", extra={"json_fields": {

@@ -5,26 +5,57 @@ One service per test serves every example, so state carries over (later
 examples meet duplicates). With healthy dependencies every answer is a 200
 (the input alone can never cause a 5xx), the service never raises, and what is
 written matches the outcome: a rejected request writes its quarantine record
-and nothing else. More examples with CI=true.
+and nothing else. Content types and query strings change nothing; other
+methods and paths are 404 or 405 and write nothing.
+
+More examples with CI=true; the module then checks that at least 10,000
+requests reached ``POST /process``.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote, urlencode
 
-from hypothesis import HealthCheck, event, given, settings
+import pytest
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from processors.base import InvalidFile
 from processors.testing import check_writable, gcs_payload, push_body, v1_payload, v2_payload
 
-EXAMPLES = 1000 if os.environ.get("CI", "").lower() == "true" else 300
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+CI = os.environ.get("CI", "").strip().lower() == "true"
+ENDPOINT = "/process"
+MIN_REQUESTS = 10_000
+"""Requests that must reach ``POST /process`` with CI=true, over the whole module."""
+
+
+def fuzz(ci: int, local: int = 300) -> settings:
+    return settings(max_examples=ci if CI else local, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+
+
+REQUESTS: Counter[str] = Counter()
+"""Requests sent to ``POST /process``, by test."""
+COUNTED_TESTS = {"test_arbitrary_bytes", "test_arbitrary_json",
+                 "test_envelopes_with_arbitrary_fields", "test_near_valid_events",
+                 "test_content_types_and_query_strings"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def enough_requests() -> Iterator[None]:
+    """With CI=true and the whole module run, ``/process`` got at least 10,000 requests."""
+    yield
+    if CI and set(REQUESTS) >= COUNTED_TESTS:
+        assert sum(REQUESTS.values()) >= MIN_REQUESTS, REQUESTS
+
 FILE_REASONS = {"blob_not_found", "unreadable_path", "invalid_file", "processor_refused"}
 PATHS = ["mem://ball-dont-lie/games/2026-11-28/20261128_100000.json",
          "mem://ball-dont-lie/player-box-scores/2026-11-28/20261128_100000.json",
@@ -85,12 +116,18 @@ def near_valid(draw: st.DrawFn) -> bytes:
                      delivery_attempt=draw(st.none() | st.integers(0, 10)))
 
 
-def check(rig: Any, body: bytes) -> None:
+def check(rig: Any, body: bytes, test: str, *, query: str = "",
+          content_type: str | None = "application/json") -> None:
+    """POST ``body`` to /process; a 200 whose writes match its outcome."""
     before = rig.written()
-    resp = rig.post(body)
+    # A stream, not data=: the test client would replace an empty multipart body with a form.
+    resp = rig.client.post(ENDPOINT, query_string=query, input_stream=io.BytesIO(body),
+                           content_length=len(body), content_type=content_type)
+    REQUESTS[test] += 1
     assert resp.status_code == 200, (resp.status_code, resp.get_data(as_text=True))
     answer = resp.get_json()
-    event(f"{answer['outcome']}: {answer['reason']}")
+    if currently_in_test_context():
+        event(f"{answer['outcome']}: {answer['reason']}")
     logs, ledger, quarantine = (a - b for a, b in zip(rig.written(), before, strict=True))
     expected = {
         "processed": (1, 1, 0), "duplicate": (0, 0, 0), "skipped": (0, 0, 0),
@@ -98,32 +135,87 @@ def check(rig: Any, body: bytes) -> None:
         "quarantined": (1 if answer["reason"] in FILE_REASONS else 0, 0, 1),
     }[answer["outcome"]]
     assert (logs, ledger, quarantine) == expected, answer
-    for row in rig.log_rows:
+    for row in rig.log_rows[before[0]:]:  # the rows before were checked when written
         check_writable(row)
 
 
-@FUZZ
-@given(body=st.binary(max_size=200))
-def test_arbitrary_bytes(rig: Any, body: bytes) -> None:
-    check(rig, body)
+@fuzz(ci=1200, local=100)
+@given(bodies=st.lists(st.binary(max_size=200), min_size=1, max_size=5))
+def test_arbitrary_bytes(rig: Any, bodies: list[bytes]) -> None:
+    for body in bodies:
+        check(rig, body, "test_arbitrary_bytes")
 
 
-@FUZZ
-@given(value=json_values)
-def test_arbitrary_json(rig: Any, value: Any) -> None:
-    check(rig, json.dumps(value).encode())
+@fuzz(ci=1200, local=100)
+@given(values=st.lists(json_values, min_size=1, max_size=5))
+def test_arbitrary_json(rig: Any, values: list[Any]) -> None:
+    for value in values:
+        check(rig, json.dumps(value).encode(), "test_arbitrary_json")
 
 
-@FUZZ
+@fuzz(ci=1000, local=300)
 @given(bodies=st.lists(envelopes(), min_size=1, max_size=3))
 def test_envelopes_with_arbitrary_fields(rig: Any, bodies: list[bytes]) -> None:
     for body in bodies:
-        check(rig, body)
+        check(rig, body, "test_envelopes_with_arbitrary_fields")
 
 
-@FUZZ
+@fuzz(ci=1000, local=300)
 @given(bodies=st.lists(near_valid(), min_size=1, max_size=4), invalid_files=st.booleans())
 def test_near_valid_events(rig: Any, bodies: list[bytes], invalid_files: bool) -> None:
     rig.games.error = InvalidFile("row 0: no home_team") if invalid_files else None
     for body in bodies:
-        check(rig, body)
+        check(rig, body, "test_near_valid_events")
+
+
+CONTENT_TYPES = [None, "application/json", "application/octet-stream", "text/plain",
+                 "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+                 "application/json; charset=utf-16", "*/*", ""]
+content_types = st.sampled_from(CONTENT_TYPES) | st.text(
+    st.characters(min_codepoint=32, max_codepoint=126), max_size=24)
+queries = (st.dictionaries(st.sampled_from(["replay", "force", "execution_id", "token"])
+                           | st.text(max_size=6), st.text(max_size=8), max_size=3).map(urlencode)
+           | st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=16))
+METHODS = ["GET", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
+ODD_PATHS = ["/process/", "/process/x", "/processes", "//process", "/Process", "/process%00",
+             "/process;x", "/", "/health"]
+paths = st.sampled_from(ODD_PATHS) | st.text(max_size=10).map(
+    lambda s: "/process/" + quote(s, safe="/%;"))
+SAMPLE_BODIES = [
+    push_body(v1_payload("sample-1", PATHS[0])), push_body(v2_payload("sample-2", PATHS[1])),
+    push_body(v1_payload("sample-3", PATHS[2])), push_body(v1_payload("sample-4", None)),
+    push_body(gcs_payload("b", "ball-dont-lie/games/x.json")), push_body({"unknown": 1}),
+    push_body(b"\xff"), b"", b"{}", b"not json", b'{"message": 5}', b"\xef\xbb\xbf{}"]
+"""Bodies of every outcome, cheap to draw: these tests vary what surrounds the body."""
+bodies = st.sampled_from(SAMPLE_BODIES) | st.binary(max_size=60)
+
+
+@fuzz(ci=600, local=60)
+@given(requests=st.lists(st.tuples(bodies, queries, content_types), min_size=1, max_size=5))
+def test_content_types_and_query_strings(
+        rig: Any, requests: list[tuple[bytes, str, str | None]]) -> None:
+    """Neither changes anything: Pub/Sub sends JSON, replay tools and curl may not."""
+    for body, query, content_type in requests:
+        check(rig, body, "test_content_types_and_query_strings", query=query,
+              content_type=content_type)
+
+
+@fuzz(ci=300, local=40)
+@given(requests=st.lists(st.tuples(st.sampled_from(["POST", *METHODS]), paths, bodies, queries,
+                                   content_types), min_size=1, max_size=5))
+def test_other_methods_and_paths(
+        rig: Any, requests: list[tuple[str, str, bytes, str, str | None]]) -> None:
+    """Anything but ``POST /process`` is a 404 or 405 (308 where Werkzeug merges slashes)
+    that processes and writes nothing."""
+    for method, path, body, query, content_type in requests:
+        before, calls = rig.written(), rig.calls()
+        resp = rig.client.open(path, method=method, query_string=query,
+                               input_stream=io.BytesIO(body), content_length=len(body),
+                               content_type=content_type)
+        if path == "/health":
+            expected = {200} if method in ("GET", "HEAD", "OPTIONS") else {405}
+        else:
+            expected = {404, 308}
+        assert resp.status_code in expected, (method, path, resp.status_code)
+        assert (rig.written(), rig.calls()) == (before, calls)
+        event(f"{method} {resp.status_code}")
