@@ -14,7 +14,6 @@ lock is not counted as latency.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import statistics
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
+from benchmarks.bq_fill import emulator_settings
 from outbox.bigquery_store import BigQueryOutboxStore
 from outbox.bigquery_tables import ensure_tables
 from outbox.emulators import BigQueryEmulator, PubSubEmulator
@@ -31,7 +31,7 @@ from outbox.pubsub_publisher import PubSubPublisher
 from outbox.routes import SCRAPER_COMPLETE, Route
 from outbox.samples import scraper_row
 from outbox.schema import OUTBOX_JOURNAL, OUTBOX_RUNS
-from outbox.wiring import Settings, Wiring
+from outbox.wiring import Wiring
 from relay import Relay, RelayConfig
 from relay.schedule import run_schedule
 
@@ -45,10 +45,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure(bq: BigQueryEmulator, ps: PubSubEmulator, rows: int, rate: float,
             interval: float) -> dict[str, Any]:
-    os.environ.update(ps.env())
-    settings = Settings(project=PROJECT, bigquery_emulator=bq.rest_url.removeprefix("http://"),
-                        bigquery_emulator_grpc=bq.grpc_endpoint, pubsub_emulator=ps.host)
-    wiring = Wiring.build(settings)
+    wiring = Wiring.build(emulator_settings(bq, ps))
     dataset = f"latency_{uuid.uuid4().hex[:8]}"
     log, journal = (SCRAPER_COMPLETE.table.with_location(dataset),
                     OUTBOX_JOURNAL.with_location(dataset))
