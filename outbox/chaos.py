@@ -19,9 +19,10 @@ batches per crash, the batch being published and the one being journaled.
 The Pub/Sub emulator keeps messages in memory, so a restart drops those it had
 accepted but not yet delivered. Real Pub/Sub keeps a message once ``publish``
 returned, so this loss belongs to the emulator. It is handled as an operator
-would after an outage: events journaled as published shortly before the
-restart and absent from the processors' ledger are re-sent through the replay
-door (:mod:`outbox.replay`), and reported in their own column, never as lost.
+would after an outage: events journaled as published since the previous restart
+(so, to the instance that died) and absent from the processors' ledger are
+re-sent through the replay door (:mod:`outbox.replay`), and reported in their
+own column, never as lost.
 """
 
 from __future__ import annotations
@@ -57,8 +58,6 @@ from scrapers.registry import REGISTRY
 log = logging.getLogger("outbox.chaos")
 
 FAULTS = ("kill relay", "kill processors", "kill scrapers", "restart pubsub")
-BROKER_LOSS_LOOKBACK = dt.timedelta(seconds=60)
-"""How far before a broker restart a published event may still sit undelivered in it."""
 PROCESSORS_SETTLE = 3.0
 """Seconds after a broker restart for the processors to finish what they already hold."""
 
@@ -109,6 +108,8 @@ class ChaosResult:
     reprocessed: int = 0
     """(event, processor) pairs recorded more than once: idempotent work repeated."""
     lost: list[str] = field(default_factory=list)
+    lost_why: list[str] = field(default_factory=list)
+    """The audit's finding for each lost event: route, step, reason."""
     scrapes: dict[str, int] = field(default_factory=dict)
     """Answers to the load's scrape requests, by status ("refused": service down)."""
     relay_runs: dict[str, int] = field(default_factory=dict)
@@ -145,7 +146,7 @@ class ChaosResult:
 class Load:
     """Scrapes, relay triggers and the taps, each on its own thread."""
 
-    def __init__(self, stack: ChaosStack, seed: int, scrape_every: float = 0.25,
+    def __init__(self, stack: ChaosStack, seed: int, scrape_every: float = 1.0,
                  relay_every: float = 0.5) -> None:
         self.stack, self.scrape_every, self.relay_every = stack, scrape_every, relay_every
         self.rng = random.Random(f"{seed}:load")
@@ -288,12 +289,15 @@ class OnlyThese:
 # -- the run ---------------------------------------------------------------------------------
 
 class ChaosRun:
-    def __init__(self, stack: ChaosStack, seed: int, round_seconds: float = 6.0) -> None:
+    def __init__(self, stack: ChaosStack, seed: int, round_seconds: float = 6.0,
+                 scrape_every: float = 1.0) -> None:
         assert stack.wiring is not None
         self.stack, self.seed, self.round_seconds = stack, seed, round_seconds
         self.client = stack.wiring.bigquery
-        self.load = Load(stack, seed)
+        self.load = Load(stack, seed, scrape_every)
         self.replayed = 0
+        self.broker_since = utcnow()
+        """Start of the current Pub/Sub emulator instance's journal entries."""
 
     def window(self) -> Window:
         today = utcnow().date()
@@ -319,16 +323,14 @@ class ChaosRun:
         return result
 
     def _broker_outage(self, down: float) -> int:
-        killed_at = utcnow()
         self.stack.kill_pubsub()
         time.sleep(down)
         self.stack.start_pubsub()
-        # A row journaled before the new emulator was up was accepted by the old one.
-        # Later ones may be either; leaving them out can only miss nothing, since a
-        # publish to the new emulator is delivered as usual.
-        up_at = utcnow()
         time.sleep(PROCESSORS_SETTLE)
-        return self._resend_dropped(killed_at - BROKER_LOSS_LOOKBACK, up_at)
+        # Everything journaled since the last restart went to the instance just killed
+        # (or, in the last seconds, to the new one: re-sending those costs a duplicate).
+        lo, self.broker_since = self.broker_since, utcnow()
+        return self._resend_dropped(lo, self.broker_since)
 
     def _resend_dropped(self, lo: dt.datetime, hi: dt.datetime) -> int:
         """Re-send events journaled as published in [lo, hi] that no processor recorded."""
@@ -357,22 +359,29 @@ class ChaosRun:
         return run_audit(source, [SCRAPER_COMPLETE, PHASE2_COMPLETE], self.window(), utcnow(),
                          grace=dt.timedelta(0))
 
-    def settle(self, timeout: float) -> AuditReport:
-        """Stop scraping; keep relaying until the audit finds nothing missing (or time is up)."""
+    def settle(self, stall: float) -> AuditReport:
+        """Stop scraping; keep relaying until the audit finds nothing missing, or until
+        ``stall`` seconds pass with nothing more published or processed. A backlog of
+        pushes on the emulator can take minutes; no progress at all means a loss."""
         self.load.stop_scrapes.set()
-        deadline = time.monotonic() + timeout
+        best, since = None, time.monotonic()
         while True:
             report = self.audit()
-            if not report.missing or time.monotonic() > deadline:
+            missing = len(report.missing)
+            if not missing:
+                return report
+            if best is None or missing < best:
+                best, since = missing, time.monotonic()
+            elif time.monotonic() - since > stall:
                 return report
             time.sleep(2.0)
 
 
 def run_chaos(stack: ChaosStack, seed: int, rounds: Sequence[int], round_seconds: float = 6.0,
-              settle_timeout: float = 180.0,
+              scrape_every: float = 1.0, settle_stall: float = 90.0,
               on_round: Any = lambda r: None) -> ChaosResult:
     """Play ``rounds`` (1-based numbers) on a running stack; audit; count."""
-    run = ChaosRun(stack, seed, round_seconds)
+    run = ChaosRun(stack, seed, round_seconds, scrape_every)
     results: list[RoundResult] = []
     run.load.start()
     try:
@@ -380,7 +389,7 @@ def run_chaos(stack: ChaosStack, seed: int, rounds: Sequence[int], round_seconds
             results.append(run.play(plan(seed, number, round_seconds)))
             on_round(results[-1])
         t0 = time.monotonic()
-        report = run.settle(settle_timeout)
+        report = run.settle(settle_stall)
         settle_seconds = time.monotonic() - t0
     finally:
         run.load.stop()
@@ -396,7 +405,8 @@ def _tally(run: ChaosRun, results: list[RoundResult], report: AuditReport,
     records = _rows(run.client, ledger_records(CHAOS_PROJECT, window))
     lost_ids = {f.execution_id for f in report.missing}
     lost = sorted(lost_ids)
-    out = ChaosResult(run.seed, results, run.stack.relay_batch, lost=lost,
+    why = [f"{f.execution_id} {f.route} {f.step}: {f.reason}" for f in report.missing]
+    out = ChaosResult(run.seed, results, run.stack.relay_batch, lost=lost, lost_why=why,
                       scrapes=dict(run.load.scrapes), relay_runs=dict(run.load.relay_runs),
                       settle_seconds=round(settle_seconds, 1), replayed=run.replayed)
     for day in report.days:

@@ -208,11 +208,12 @@ class ChaosStack:
                     "name": subscriber.subscription_path(CHAOS_PROJECT, PUSH_SUBSCRIPTION),
                     "topic": topic + SCRAPER_COMPLETE.topic,
                     "push_config": {"push_endpoint": f"{self.services['processors'].url}/process"},
-                    "ack_deadline_seconds": 60,
-                    # No dead-letter policy: a processor down for a round must not send
-                    # events to a DLQ (production's 5 attempts span minutes, not seconds).
-                    "retry_policy": {"minimum_backoff": {"seconds": 1},
-                                     "maximum_backoff": {"seconds": 5}}})
+                    "ack_deadline_seconds": 60})
+                # No dead-letter policy: a processor down for a round must not send events
+                # to a DLQ (production's 5 attempts span minutes, not seconds). No retry
+                # policy either: with one, the emulator's push loop stopped for good after
+                # a burst of refused pushes (seen in its log: the last push at the moment
+                # the processors came back, none after), which real Pub/Sub does not do.
             for route, sub in TAPS.items():
                 with contextlib.suppress(gexc.AlreadyExists):
                     subscriber.create_subscription(request={

@@ -54,7 +54,8 @@ def verdict(result: ChaosResult) -> str:
         f"settled {result.settle_seconds:.0f} s after the last round.",
     ]
     if result.lost:
-        lines.append(f"lost execution ids (first 20): {', '.join(result.lost[:20])}")
+        lines.append("lost (first 20), as the audit found them:")
+        lines.extend(f"  {line}" for line in result.lost_why[:20])
     return "\n".join(lines)
 
 
@@ -67,6 +68,8 @@ def verdict(result: ChaosResult) -> str:
               help="Replay just this round of --seed (same fault, same moment).")
 @click.option("--round-seconds", type=click.FloatRange(3, 120), default=6.0, show_default=True,
               help="Length of a round; the fault strikes in its first 60 %.")
+@click.option("--scrape-every", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
+              help="Seconds between scrape requests (each writes one event).")
 @click.option("--relay-batch", type=click.IntRange(1, 10_000), default=10, show_default=True,
               help="The relay's batch size: what a crash may re-send is bounded by it.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -74,7 +77,8 @@ def verdict(result: ChaosResult) -> str:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the result as JSON here.")
 def chaos(rounds: int, seed: int, only_round: int | None, round_seconds: float,
-          relay_batch: int, workdir: Path | None, json_out: Path | None) -> None:
+          scrape_every: float, relay_batch: int, workdir: Path | None,
+          json_out: Path | None) -> None:
     """Kill the services and restart Pub/Sub at random moments under load, then
     audit: every event published and processed, none lost, duplicates bounded.
     Starts its own emulators; exits 1 if anything was lost or over the bound."""
@@ -97,7 +101,8 @@ def chaos(rounds: int, seed: int, only_round: int | None, round_seconds: float,
         with stack:
             console.print(f"next: round {numbers[0]}: {plan(seed, numbers[0], round_seconds)}",
                           highlight=False)
-            result = run_chaos(stack, seed, numbers, round_seconds, on_round=progress)
+            result = run_chaos(stack, seed, numbers, round_seconds, scrape_every,
+                               on_round=progress)
     except OutboxError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(1)
