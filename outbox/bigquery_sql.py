@@ -194,16 +194,24 @@ WHERE {part} BETWEEN @lo AND @hi
 def fold(
     project: str, log: TableSpec, journal: TableSpec, route: str, since: dt.datetime
 ) -> Statement:
-    """Carry the journal's 'published' outcomes into the flag."""
+    """Carry the journal's 'published' outcomes into the flag.
+
+    The journal rows are filtered in a subquery, before ``UNNEST``: with the
+    filter beside a lateral ``UNNEST``, DuckDB (under bqemulator) plans a
+    delim join whose cost jumps past ~120,000 journaled ids (200,000 ids:
+    10 s instead of 0.3 s). Same rows, and the same pruning, on BigQuery.
+    """
     part = log.partition_column
     sql = f"""UPDATE {table_ref(project, log)}
 SET {PUBLISHED} = TRUE, {PUBLISHED_AT} = CURRENT_TIMESTAMP()
 WHERE {part} >= @since
   AND {PUBLISHED} IS NOT TRUE
   AND execution_id IN (
-    SELECT id FROM {table_ref(project, journal)} AS je, UNNEST(je.execution_ids) AS id
-    WHERE je.{journal.partition_column} >= @since AND je.route = @route
-      AND je.outcome = 'published'
+    SELECT id FROM (
+      SELECT je.execution_ids FROM {table_ref(project, journal)} AS je
+      WHERE je.{journal.partition_column} >= @since AND je.route = @route
+        AND je.outcome = 'published'
+    ) AS published, UNNEST(published.execution_ids) AS id
   )"""
     return Statement(sql, (Param("since", "TIMESTAMP", since), Param("route", "STRING", route)))
 

@@ -1,7 +1,9 @@
 """The BigQuery implementation of :class:`~outbox.ports.OutboxStore`.
 
-One instance serves one route: a log table and the shared journal. Each poll
-is one query job, each mark or fold one DML job; appends go through a
+One instance serves one route: a log table and the shared journal. With a
+:class:`~outbox.bigquery_read.StorageReader` a run's polls are served from a
+snapshot (read sessions, no jobs); without one each poll is one query job.
+Each mark or fold is one DML job; appends go through a
 :class:`~outbox.bigquery_write.RowAppender` and are not jobs at all.
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 from tenacity import (
@@ -31,6 +34,7 @@ from outbox.bigquery_read import (
     journal_restriction,
     journal_state,
     log_restriction,
+    range_restriction,
 )
 from outbox.bigquery_write import RowAppender
 from outbox.clock import Clock, utcnow
@@ -38,6 +42,15 @@ from outbox.errors import MarkRefused, TransientError
 from outbox.ports import Cursor, JournalEntry, PendingRow, PollResult, SetAsideRow
 from outbox.rows import Row, validate_row
 from outbox.schema import OUTBOX_JOURNAL, OUTBOX_RUNS, PUBLISHED, TableSpec, check_identifier
+
+SNAPSHOT_ROWS = 10_000
+"""Rows of a snapshot held in memory at once (see :class:`~outbox.bigquery_read.Snapshot`).
+
+Why 10,000: the largest batch, so a chunk holds whole pages. Peak memory of a
+relay draining 200,000 rows in batches of 5,000 on the emulators, by chunk
+size: 5,000 rows 219 MB, 10,000 230 MB, 20,000 263 MB, 50,000 339 MB. A chunk
+more is one more read session, and its read overlaps publishing.
+"""
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -98,6 +111,7 @@ class BigQueryOutboxStore:
         clock: Clock = utcnow,
         columns: Sequence[str] | None = None,
         reader: StorageReader | None = None,
+        snapshot_rows: int = SNAPSHOT_ROWS,
     ) -> None:
         self.client = client
         self.appender = appender
@@ -110,9 +124,19 @@ class BigQueryOutboxStore:
         self.clock = clock
         self.columns = columns
         self.reader = reader
+        if snapshot_rows < 1:
+            raise ValueError(f"snapshot_rows must be positive, got {snapshot_rows}")
+        self.snapshot_rows = snapshot_rows
         self._snapshot: Snapshot | None = None
         self.stats = JobStats()
         self._lock = threading.Lock()
+        self._read_or_append = threading.Lock()
+        """Held around each read session and each append, so that they never
+        overlap: bqemulator shares one DuckDB connection between its read and
+        write paths and can hang when an append lands during a read session
+        (docs/design.md). A relay run now reads chunks while it journals, so
+        the store keeps them apart itself; on BigQuery it costs a little
+        overlap, once per chunk."""
 
     # -- plumbing ---------------------------------------------------------
     @transient_retry
@@ -142,7 +166,8 @@ class BigQueryOutboxStore:
     def _append(self, spec: TableSpec, rows: list[Row]) -> None:
         with self._lock:
             self.stats.appends += 1
-        self.appender.append(spec, rows)
+        with self._read_or_append:
+            self.appender.append(spec, rows)
 
     # -- writer -------------------------------------------------------------
     def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -156,12 +181,14 @@ class BigQueryOutboxStore:
     # -- relay side -------------------------------------------------------
     def poll(self, since: dt.datetime, limit: int, after: Cursor | None = None) -> PollResult:
         """With a reader, a poll without ``after`` takes a snapshot through the
-        Storage Read API and later pages are served from it (no query job)."""
+        Storage Read API and later pages are served from it (no query job;
+        a read session each time a page needs the next chunk of rows)."""
         if self.reader is not None:
             with self._lock:
                 snap = self._snapshot
                 if after is None or snap is None or snap.since != since:
-                    snap = self._snapshot = self._take_snapshot(self.reader, since)
+                    self._snapshot = None  # let the previous snapshot go first
+                    snap = self._snapshot = self._take_snapshot(self.reader, since, limit)
                 return snap.page(limit, after)
         stmt = sqlgen.poll(
             self.project, self.spec, self.journal, self.route, since, limit, after, self.columns
@@ -180,16 +207,31 @@ class BigQueryOutboxStore:
         return PollResult(rows, int(backlog or 0), oldest, int(unfolded or 0))
 
     @transient_retry
-    def _take_snapshot(self, reader: StorageReader, since: dt.datetime) -> Snapshot:
+    def _take_snapshot(self, reader: StorageReader, since: dt.datetime,
+                       limit: int) -> Snapshot:
+        """The journal and the keys of the window's unpublished rows; the rows
+        themselves are read a chunk at a time as pages need them."""
+        with self._read_or_append:
+            journal = reader.read(
+                self.journal, ["execution_ids", "outcome"],
+                journal_restriction(self.journal, self.route, since),
+            )
+            keys = reader.read(self.spec, ["execution_id", self.spec.partition_column],
+                               log_restriction(self.spec, since))
+        # Whole pages per chunk, so that a page never needs two chunks' rows.
+        page = max(limit, 1)
+        chunk_rows = max(page, self.snapshot_rows - self.snapshot_rows % page)
+        return Snapshot(self.spec, keys, journal_state(journal), since,
+                        lambda lo, hi: self._read_chunk(reader, lo, hi), chunk_rows)
+
+    @transient_retry
+    def _read_chunk(self, reader: StorageReader, lo: dt.datetime,
+                    hi: dt.datetime) -> pa.Table:
         wanted = set(self.columns or self.spec.column_names)
         wanted |= {"execution_id", self.spec.partition_column}
         columns = [c for c in self.spec.column_names if c in wanted]
-        journal = reader.read(
-            self.journal, ["execution_ids", "outcome"],
-            journal_restriction(self.journal, self.route, since),
-        )
-        rows = reader.read(self.spec, columns, log_restriction(self.spec, since))
-        return Snapshot(self.spec, rows, journal_state(journal), since)
+        with self._read_or_append:
+            return reader.read(self.spec, columns, range_restriction(self.spec, lo, hi))
 
     def record(self, entries: Sequence[JournalEntry]) -> None:
         if not entries:

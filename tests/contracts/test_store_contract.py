@@ -23,6 +23,8 @@ NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 SINCE = NOW - dt.timedelta(days=2)
 
 StoreFactory = Callable[[], OutboxStore]
+CHUNK_ROWS = 4
+"""Rows per snapshot chunk for the BigQuery stores (the default is 10,000)."""
 
 
 def _bigquery_factory(bq_emulator: Any, write_mode: str, read_mode: str) -> StoreFactory:
@@ -46,8 +48,10 @@ def _bigquery_factory(bq_emulator: Any, write_mode: str, read_mode: str) -> Stor
         journal = OUTBOX_JOURNAL.with_location(dataset)
         runs = OUTBOX_RUNS.with_location(dataset)
         ensure_tables(wiring.bigquery, settings.project, [log, journal, runs])
+        # Tiny snapshot chunks, so that every paging test here crosses chunks.
         return BigQueryOutboxStore(
-            wiring.bigquery, wiring.appender, log, "scrapers", journal, reader=wiring.reader
+            wiring.bigquery, wiring.appender, log, "scrapers", journal, reader=wiring.reader,
+            snapshot_rows=CHUNK_ROWS,
         )
 
     return make
@@ -122,6 +126,17 @@ def test_poll_filters_by_since_pages_by_cursor_and_limits(store: OutboxStore) ->
     got = [p.execution_id for p in first.rows + second.rows + third.rows]
     assert got == [r["execution_id"] for r in rows]
     assert store.poll(NOW - dt.timedelta(days=6), 10).backlog == 6
+
+
+def test_paging_through_many_pages_gives_every_row_once_in_order(store: OutboxStore) -> None:
+    rows = scraper_rows(23, seed=8, now=NOW)
+    store.append(list(reversed(rows)))
+    got, after = [], None
+    while page := store.poll(SINCE, 3, after=after).rows:
+        assert len(page) <= 3
+        got += [p.execution_id for p in page]
+        after = page[-1].cursor
+    assert got == [r["execution_id"] for r in rows]
 
 
 def test_journaled_rows_leave_the_poll_and_fold_flags_them(store: OutboxStore) -> None:
