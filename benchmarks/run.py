@@ -17,8 +17,11 @@ console = Console()
 
 
 @click.command()
-@click.option("--rows", type=click.IntRange(1000), default=50_000, show_default=True,
-              help="Backlog size for the drain benchmark.")
+@click.option("--drain-sizes", callback=sizes_callback(1000), default="10000,100000,200000",
+              show_default=True, help="Backlog sizes for the drain curves, comma-separated.")
+@click.option("--memory-sizes", callback=sizes_callback(1000),
+              default="10000,50000,100000,200000", show_default=True,
+              help="Backlog sizes for the relay's peak RSS, comma-separated.")
 @click.option("--repeat", type=click.IntRange(1, 10), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=5000, show_default=True)
 @click.option("--latency-rows", type=click.IntRange(10), default=300, show_default=True)
@@ -39,15 +42,16 @@ console = Console()
 @click.option("--only", type=click.Choice(["drain", "latency", "process", "growth", "cost"]),
               default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-results"))
-def main(rows: int, repeat: int, batch_size: int, latency_rows: int, latency_rate: float,
-         process_requests: int, process_rounds: int, growth_sizes: tuple[int, ...],
-         growth_probes: int, cost_sizes: tuple[int, ...], cost_pending: int, only: str | None,
-         out: Path) -> None:
-    """Drain throughput, BigQuery jobs per batch, end-to-end latency, /process overhead and
-    its growth with the ledger, poll cost as the log grows."""
+def main(drain_sizes: tuple[int, ...], memory_sizes: tuple[int, ...], repeat: int,
+         batch_size: int, latency_rows: int, latency_rate: float, process_requests: int,
+         process_rounds: int, growth_sizes: tuple[int, ...], growth_probes: int,
+         cost_sizes: tuple[int, ...], cost_pending: int, only: str | None, out: Path) -> None:
+    """Drain curves and the relay's peak memory, BigQuery jobs per batch, end-to-end
+    latency, /process overhead and its growth with the ledger, poll cost as the log grows."""
     out.mkdir(parents=True, exist_ok=True)
     if only in (None, "drain"):
-        drain.main.callback(rows, repeat, batch_size, out / "drain.json")  # type: ignore[misc]
+        drain.main.callback(None, repeat, batch_size, out / "drain.json",  # type: ignore[misc]
+                            sizes=drain_sizes, memory_sizes=memory_sizes)
     if only in (None, "latency"):
         console.print(f"latency: {latency_rows} rows at {latency_rate}/s, relay every 1 s ...")
         result = latency.run(latency_rows, latency_rate, 1.0)
