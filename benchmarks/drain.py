@@ -44,12 +44,13 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.drain_memory import Target, run_child
+from benchmarks.poll_recorders import RecordingStore
 from outbox.bigquery_lease import BigQueryLease
 from outbox.bigquery_store import BigQueryOutboxStore
 from outbox.bigquery_tables import ensure_tables
 from outbox.emulators import BigQueryEmulator, PubSubEmulator
 from outbox.messages import V1_COLUMNS, encode_scraper_complete_v1
-from outbox.ports import Cursor, Message, PollResult
+from outbox.ports import Message
 from outbox.pubsub_admin import ensure_topics
 from outbox.pubsub_publisher import PubSubPublisher
 from outbox.routes import Route
@@ -64,34 +65,6 @@ PROJECT = "bench-project"
 DEFAULT_SIZES = (10_000, 100_000, 200_000)
 GOAL_RATIO = 0.9
 GOAL_RSS_MB = 250.0
-
-
-class TimedStore(BigQueryOutboxStore):
-    """The BigQuery store, timing its polls and its fold: a drain's time
-    splits into the snapshot (the first poll), the fold, and the pipeline."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.first_poll_seconds = 0.0
-        self.poll_seconds = 0.0
-        self.fold_seconds = 0.0
-
-    def poll(self, since: dt.datetime, limit: int, after: Cursor | None = None) -> PollResult:
-        t0 = time.perf_counter()
-        try:
-            return super().poll(since, limit, after)
-        finally:
-            seconds = time.perf_counter() - t0
-            self.poll_seconds += seconds
-            if after is None:
-                self.first_poll_seconds += seconds
-
-    def fold(self, since: dt.datetime) -> int:
-        t0 = time.perf_counter()
-        try:
-            return super().fold(since)
-        finally:
-            self.fold_seconds += time.perf_counter() - t0
 
 
 @dataclass(frozen=True)
@@ -135,7 +108,7 @@ class Bench:
         )
         self.wiring = Wiring.build(self.settings)
 
-    def fresh_store(self, rows: Sequence[dict[str, Any]]) -> TimedStore:
+    def fresh_store(self, rows: Sequence[dict[str, Any]]) -> RecordingStore:
         """A new dataset holding ``rows`` as pending log rows (appended
         through the Storage Write API, 5,000 at a time, as scrapers would)."""
         dataset = f"bench_{uuid.uuid4().hex[:10]}"
@@ -144,7 +117,7 @@ class Bench:
         ensure_tables(self.wiring.bigquery, PROJECT,
                       [log, journal, OUTBOX_RUNS.with_location(dataset),
                        OUTBOX_LEASE.with_location(dataset)])
-        store = TimedStore(
+        store = RecordingStore(
             self.wiring.bigquery, self.wiring.appender, log, "scrapers", journal,
             columns=V1_COLUMNS, reader=self.wiring.reader,
         )

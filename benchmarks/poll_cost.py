@@ -160,7 +160,6 @@ class PollCost:
                       SCRAPER_COMPLETE.encoder, SCRAPER_COMPLETE.columns)
         store = RecordingStore(client, self.wiring.appender, log_spec, route.name, journal_spec,
                                project=PROJECT, columns=route.columns, reader=self.reader)
-        store.polled_since, store.poll_seconds, store.fold_seconds = [], 0.0, 0.0
         log, journal = _Table(log_spec, client), _Table(journal_spec, client)
 
         now = dt.datetime.now(dt.UTC)
