@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 from tenacity import (
@@ -51,6 +52,10 @@ relay draining 200,000 rows in batches of 5,000 on the emulators, by chunk
 size: 5,000 rows 219 MB, 10,000 230 MB, 20,000 263 MB, 50,000 339 MB. A chunk
 more is one more read session, and its read overlaps publishing.
 """
+
+
+_NO_JOURNAL = pa.table({"execution_ids": pa.array([], pa.list_(pa.string())),
+                        "outcome": pa.array([], pa.string())})
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -209,15 +214,26 @@ class BigQueryOutboxStore:
     @transient_retry
     def _take_snapshot(self, reader: StorageReader, since: dt.datetime,
                        limit: int) -> Snapshot:
-        """The journal and the keys of the window's unpublished rows; the rows
-        themselves are read a chunk at a time as pages need them."""
+        """The keys of the window's unpublished rows and the journal about them; the
+        rows themselves are read a chunk at a time as pages need them.
+
+        The journal is read only from the oldest pending row on: a journal row's
+        ``triggered_at`` is the newest of its ids, so no row about a pending id lies
+        before it, and the read no longer grows with the published history of the
+        window (a sweep read every id of 90 days). With nothing pending, it is not
+        read at all: an idle poll is one read session.
+        """
         with self._read_or_append:
-            journal = reader.read(
-                self.journal, ["execution_ids", "outcome"],
-                journal_restriction(self.journal, self.route, since),
-            )
             keys = reader.read(self.spec, ["execution_id", self.spec.partition_column],
                                log_restriction(self.spec, since))
+            if keys.num_rows:
+                oldest = pc.min(keys.column(self.spec.partition_column)).as_py()
+                journal = reader.read(
+                    self.journal, ["execution_ids", "outcome"],
+                    journal_restriction(self.journal, self.route, max(since, oldest)),
+                )
+            else:
+                journal = _NO_JOURNAL
         # Whole pages per chunk, so that a page never needs two chunks' rows.
         page = max(limit, 1)
         chunk_rows = max(page, self.snapshot_rows - self.snapshot_rows % page)

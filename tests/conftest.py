@@ -87,6 +87,13 @@ def start_emulator() -> Iterator[Callable[[E], E]]:
         emulator.stop()
 
 
+@pytest.fixture
+def emulator_missing() -> Callable[[str], NoReturn]:
+    """The same skip/fail rule, for a test whose emulators something else starts
+    (``outbox chaos`` starts its own)."""
+    return emulator_unavailable
+
+
 # -- CI: a skipped test fails the session ---------------------------------------------
 
 

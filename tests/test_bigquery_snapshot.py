@@ -199,3 +199,51 @@ def test_a_chunk_restriction_is_the_log_restriction_from_its_first_key_plus_an_u
               if isinstance(c.this, exp.Column) and c.this.name == LOG.partition_column}
     assert dt.datetime.fromisoformat(bounds["GTE"]) == lo
     assert dt.datetime.fromisoformat(bounds["LTE"]) == hi
+
+
+# -- what the store asks the Read API for -------------------------------------------------
+
+
+class RecordingReader:
+    """A StorageReader that answers the keys read from ``keys`` and records every
+    restriction it is given."""
+
+    def __init__(self, keys: pa.Table) -> None:
+        self.keys = keys
+        self.restrictions: list[tuple[str, str]] = []
+
+    def read(self, spec: object, columns: list[str], restriction: str) -> pa.Table:
+        name = getattr(spec, "name", "?")
+        self.restrictions.append((name, restriction))
+        if name == "outbox_journal":
+            return pa.table({"execution_ids": pa.array([], pa.list_(pa.string())),
+                             "outcome": pa.array([], pa.string())})
+        return self.keys
+
+
+def _store(reader: RecordingReader) -> object:
+    from types import SimpleNamespace
+
+    from outbox.bigquery_store import BigQueryOutboxStore
+
+    client = SimpleNamespace(project="p-proj")
+    return BigQueryOutboxStore(client, SimpleNamespace(), LOG, "scrapers",  # type: ignore[arg-type]
+                               reader=reader)  # type: ignore[arg-type]
+
+
+def test_the_journal_is_read_from_the_oldest_pending_row_not_the_window_start() -> None:
+    oldest = T0 - dt.timedelta(hours=2)
+    keys = FakeLog([("b", T0), ("a", oldest)]).keys()
+    reader = RecordingReader(keys)
+    _store(reader).poll(SINCE, 10)  # type: ignore[attr-defined]
+    journal = [r for name, r in reader.restrictions if name == "outbox_journal"]
+    assert len(journal) == 1
+    tree = sqlglot.parse_one(f"SELECT 1 FROM t WHERE {journal[0]}", read="bigquery")
+    bound = next(c for c in tree.find_all(exp.GTE) if c.this.name == "triggered_at")
+    assert oldest.strftime("%Y-%m-%d %H:%M:%S") in bound.expression.sql()
+
+
+def test_an_idle_poll_reads_the_keys_and_nothing_else() -> None:
+    reader = RecordingReader(FakeLog([]).keys())
+    result = _store(reader).poll(SINCE, 10)  # type: ignore[attr-defined]
+    assert result.rows == [] and [name for name, _ in reader.restrictions] == [LOG.name]

@@ -8,10 +8,11 @@ against the real services under gunicorn and both emulators.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
-from conftest import emulator_unavailable
 
 from outbox.chaos import FAULTS, OnlyThese, plan, published_between, run_chaos
 from outbox.chaos_stack import ChaosStack
@@ -53,12 +54,13 @@ def test_only_these_narrows_a_replay_to_the_dropped_ids() -> None:
 
 @pytest.mark.emulator
 @pytest.mark.timeout(600)
-def test_five_rounds_of_chaos_lose_nothing(tmp_path: Path) -> None:
+def test_five_rounds_of_chaos_lose_nothing(tmp_path: Path,
+                                           emulator_missing: Callable[[str], NoReturn]) -> None:
     stack = ChaosStack(tmp_path, SEED)
     try:
         stack.start()
     except EmulatorUnavailable as exc:
-        emulator_unavailable(str(exc))
+        emulator_missing(str(exc))
     with stack:
         result = run_chaos(stack, SEED, range(1, 6))
     assert {r.plan.fault for r in result.rounds} == set(FAULTS)
