@@ -33,39 +33,43 @@ def test_a_run_is_skipped_while_another_relay_holds_the_lease() -> None:
     assert b.run_once().stopped == "drained", "released after the run"
 
 
+class DeadHolder:
+    """Six pending rows, and a relay with ``config`` that died holding the lease
+    (SIGKILL in effect: no release) right after its first publish."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.now = [dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)]
+        self.store = InMemoryOutboxStore(clock=self.clock)
+        self.store.append(scraper_rows(6, now=self.now[0]))
+        self.pub, self.lease = InMemoryPublisher(), InMemoryLease(clock=self.clock)
+        self.config = config
+        self.pub.faults.crash_after_publish = 1
+        with pytest.raises(SimulatedCrash):
+            self.relay().run_once()
+
+    def clock(self) -> dt.datetime:
+        return self.now[0]
+
+    def relay(self, **kwargs: Any) -> Relay:
+        return Relay(SCRAPER_COMPLETE, self.store, self.pub, self.config, self.lease,
+                     clock=self.clock, **kwargs)
+
+
 def test_a_dead_holder_blocks_the_route_only_until_the_lease_expires() -> None:
-    now = [dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)]
-    clock = lambda: now[0]  # noqa: E731
-    store = InMemoryOutboxStore(clock=clock)
-    store.append(scraper_rows(6, now=now[0]))
-    pub, lease = InMemoryPublisher(), InMemoryLease(clock=clock)
-    pub.faults.crash_after_publish = 1
-    config = RelayConfig(batch_size=3, deadline=dt.timedelta(seconds=30))
-    dying = Relay(SCRAPER_COMPLETE, store, pub, config, lease, clock=clock)
-    with pytest.raises(SimulatedCrash):
-        dying.run_once()
-    other = Relay(SCRAPER_COMPLETE, store, pub, config, lease, clock=clock)
+    dead = DeadHolder(RelayConfig(batch_size=3, deadline=dt.timedelta(seconds=30)))
+    other = dead.relay()
     assert other.run_once().stopped == "lease_held"
-    now[0] += dt.timedelta(seconds=91)  # deadline 30 s + 60 s margin
+    dead.now[0] += dt.timedelta(seconds=91)  # deadline 30 s + 60 s margin
     assert other.run_once().stopped == "drained"
-    assert store.published_ids() == {r["execution_id"] for r in store.rows}
+    assert dead.store.published_ids() == {r["execution_id"] for r in dead.store.rows}
 
 
 def test_a_configured_lease_ttl_bounds_the_block_and_the_drain() -> None:
-    now = [dt.datetime(2026, 11, 28, 12, tzinfo=dt.UTC)]
-    clock = lambda: now[0]  # noqa: E731
-    store = InMemoryOutboxStore(clock=clock)
-    store.append(scraper_rows(6, now=now[0]))
-    pub, lease = InMemoryPublisher(), InMemoryLease(clock=clock)
-    pub.faults.crash_after_publish = 1
-    config = RelayConfig(batch_size=1, lease_ttl=dt.timedelta(seconds=8))
-    with pytest.raises(SimulatedCrash):
-        Relay(SCRAPER_COMPLETE, store, pub, config, lease, clock=clock).run_once()
+    dead = DeadHolder(RelayConfig(batch_size=1, lease_ttl=dt.timedelta(seconds=8)))
     ticks = iter(range(0, 1000, 5))  # every look at the monotonic clock: 5 s later
-    other = Relay(SCRAPER_COMPLETE, store, pub, config, lease, clock=clock,
-                  monotonic=lambda: float(next(ticks)))
+    other = dead.relay(monotonic=lambda: float(next(ticks)))
     assert other.run_once().stopped == "lease_held"
-    now[0] += dt.timedelta(seconds=9)
+    dead.now[0] += dt.timedelta(seconds=9)
     capped = other.run_once(deadline=dt.timedelta(hours=1))
     assert capped.stopped == "deadline", "an hour asked for, 6 s (TTL less a quarter) given"
     assert 0 < capped.published < 6
