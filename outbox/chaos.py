@@ -35,11 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from google.cloud import bigquery
-
 from outbox.audit import AuditReport, BigQueryAuditSource, Window, run_audit
 from outbox.bigquery_sql import Param, Statement, table_ref
-from outbox.bigquery_store import query_params
 from outbox.chaos_load import Load
 from outbox.chaos_stack import CHAOS_PROJECT, ChaosStack
 from outbox.clock import utcnow
@@ -49,7 +46,7 @@ from outbox.replay import Checkpoint, Replayer, ReplayQuery, ReplaySource
 from outbox.replay_bigquery import BigQueryReplaySource
 from outbox.routes import PHASE2_COMPLETE, SCRAPER_COMPLETE
 from outbox.schema import OUTBOX_JOURNAL
-from processors.dedupe import PROCESSED_EVENTS
+from processors.dedupe import PROCESSED_EVENTS, run_query
 
 log = logging.getLogger("outbox.chaos")
 
@@ -162,11 +159,6 @@ GROUP BY execution_id, processor""", (
         Param("hi", "DATE", window.until + dt.timedelta(days=3))))
 
 
-def _rows(client: bigquery.Client, stmt: Statement) -> list[dict[str, Any]]:
-    config = bigquery.QueryJobConfig(query_parameters=query_params(stmt))
-    return [dict(r.items()) for r in client.query(stmt.sql, job_config=config).result()]
-
-
 class OnlyThese:
     """A :class:`ReplaySource` narrowed to some execution ids: re-send exactly what a
     broker restart dropped, not the whole window."""
@@ -233,11 +225,10 @@ class ChaosRun:
     def _resend_dropped(self, lo: dt.datetime, hi: dt.datetime) -> int:
         """Re-send events journaled as published in [lo, hi] that no processor recorded."""
         window = self.window()
-        published = {r["execution_id"] for r in _rows(self.client, published_between(
-            CHAOS_PROJECT, lo, hi))}
-        done = {r["execution_id"] for r in _rows(self.client, ledger_records(CHAOS_PROJECT,
-                                                                             window))}
-        dropped = published - done
+        sent = run_query(self.client, published_between(CHAOS_PROJECT, lo, hi),
+                         "reading what the dead broker held")
+        done = run_query(self.client, ledger_records(CHAOS_PROJECT, window), "reading the ledger")
+        dropped = {r["execution_id"] for r in sent} - {r["execution_id"] for r in done}
         if not dropped:
             return 0
         query = ReplayQuery(SCRAPER_COMPLETE.name, window.since, window.until)
@@ -300,7 +291,7 @@ def _tally(run: ChaosRun, results: list[RoundResult], report: AuditReport,
     window = run.window()
     born = {route.name: {e.execution_id: e.triggered_at for e in source.events(route, window)}
             for route in (SCRAPER_COMPLETE, PHASE2_COMPLETE)}
-    records = _rows(run.client, ledger_records(CHAOS_PROJECT, window))
+    records = run_query(run.client, ledger_records(CHAOS_PROJECT, window), "reading the ledger")
     lost_ids = {f.execution_id for f in report.missing}
     lost = sorted(lost_ids)
     why = [f"{f.execution_id} {f.route} {f.step}: {f.reason}" for f in report.missing]

@@ -94,6 +94,19 @@ def emulator_missing() -> Callable[[str], NoReturn]:
     return emulator_unavailable
 
 
+FUZZ_MIN_REQUESTS = 10_000
+
+
+@pytest.fixture(scope="module")
+def enough_requests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For a fuzz module: with CI=true and all of its ``COUNTED_TESTS`` run, the requests
+    its ``REQUESTS`` counter tallied must reach 10,000 (issue 7's volume)."""
+    yield
+    tally, counted = request.module.REQUESTS, request.module.COUNTED_TESTS
+    if in_ci() and set(tally) >= counted:
+        assert sum(tally.values()) >= FUZZ_MIN_REQUESTS, tally
+
+
 # -- CI: a skipped test fails the session ---------------------------------------------
 
 
